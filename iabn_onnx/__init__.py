@@ -1,0 +1,24 @@
+"""iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime."""
+
+from .op.reference import inplace_abn_reference
+from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
+from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
+
+register_schema()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DOMAIN",
+    "OP_TYPE",
+    "OPSET_VERSION",
+    "InferenceSession",
+    "InplaceABNAttrs",
+    "InplaceABNError",
+    "ModelLoadError",
+    "inplace_abn_reference",
+    "load_model",
+    "make_node",
+    "register_schema",
+    "session_options",
+]

@@ -1,0 +1,325 @@
+"""The InplaceABN operator contract: the single source of truth.
+
+Everything that knows what an ``InplaceABN`` node means (kernels, graph
+passes, exporters, the CLI) imports it from here: the domain and op type,
+the typed attributes with their defaults and validation, the shape rules,
+and the ONNX ``OpSchema`` that lets ``onnx.checker`` and
+``onnx.shape_inference`` understand the op.
+
+    Y = act((X - mean) / sqrt(var + epsilon) * scale + B)
+
+    leaky_relu(z) = z if z >= 0 else act_alpha * z
+    elu(z)        = z if z >= 0 else act_alpha * (exp(z) - 1)
+
+With ``training_mode=1`` the batch mean and the biased batch variance over
+every axis but the channel axis replace ``mean``/``var``, and the node also
+returns ``running_mean``/``running_var`` updated as
+``running * momentum + batch * (1 - momentum)`` (ONNX BatchNormalization-15).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, NodeProto, TensorProto, helper
+
+DOMAIN = "ai.iabn"
+OP_TYPE = "InplaceABN"
+OPSET_VERSION = 1
+
+INPUT_NAMES = ("X", "scale", "B", "mean", "var")
+OUTPUT_NAMES = ("Y", "running_mean", "running_var")
+
+#: epsilon must lie in this closed range: 0 is allowed (Paddle allows it),
+#: anything above 0.1 is far outside any trained network and is rejected as
+#: a likely unit or conversion error.
+EPSILON_RANGE = (0.0, 0.1)
+MOMENTUM_RANGE = (0.0, 1.0)
+MIN_RANK, MAX_RANK = 2, 5
+
+#: dtypes the operator is defined for (TensorProto element types).
+SUPPORTED_DTYPES = (TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE)
+
+
+class InplaceABNError(ValueError):
+    """A model, attribute or input the InplaceABN operator cannot accept.
+
+    The message always names the node and the fault.
+    """
+
+    def __init__(self, node: str, fault: str) -> None:
+        self.node = node
+        self.fault = fault
+        super().__init__(f"InplaceABN node '{node}': {fault}")
+
+
+class Activation(str, Enum):
+    IDENTITY = "identity"
+    LEAKY_RELU = "leaky_relu"
+    ELU = "elu"
+
+    @property
+    def code(self) -> int:
+        return _ACT_CODES[self]
+
+    @property
+    def invertible_needs_alpha(self) -> bool:
+        return self is not Activation.IDENTITY
+
+
+_ACT_CODES = {Activation.IDENTITY: 0, Activation.LEAKY_RELU: 1, Activation.ELU: 2}
+
+
+class Layout(str, Enum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+def _as_float32(value: float) -> float:
+    """The value an ONNX float attribute really holds (float32)."""
+    return float(np.float32(value))
+
+
+@dataclass(frozen=True)
+class InplaceABNAttrs:
+    """Typed, validated attributes of one InplaceABN node.
+
+    Float fields are rounded to float32 on construction, because that is
+    what an ONNX float attribute stores; the rounded value is the truth
+    every implementation computes with.
+    """
+
+    epsilon: float = 1e-5
+    momentum: float = 0.9
+    act: Activation = Activation.IDENTITY
+    act_alpha: float = 1.0
+    training_mode: int = 0
+    data_layout: Layout = Layout.NCHW
+
+    def __post_init__(self) -> None:
+        for name in ("epsilon", "momentum", "act_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+            object.__setattr__(self, name, _as_float32(float(value)))
+        if not isinstance(self.act, Activation):
+            object.__setattr__(self, "act", _parse_enum(Activation, self.act, "act"))
+        if not isinstance(self.data_layout, Layout):
+            object.__setattr__(self, "data_layout", _parse_enum(Layout, self.data_layout, "data_layout"))
+        if isinstance(self.training_mode, bool) or not isinstance(self.training_mode, (int, np.integer)):
+            raise TypeError(f"training_mode must be 0 or 1, got {self.training_mode!r}")
+        object.__setattr__(self, "training_mode", int(self.training_mode))
+
+    # -- validation ---------------------------------------------------------
+    def faults(self) -> list[str]:
+        """Every reason these attributes are invalid (empty when valid)."""
+        out: list[str] = []
+        lo, hi = EPSILON_RANGE
+        if not (math.isfinite(self.epsilon) and lo <= self.epsilon <= hi):
+            out.append(f"epsilon={self.epsilon!r} is outside the supported range [{lo}, {hi}]")
+        lo, hi = MOMENTUM_RANGE
+        if not (math.isfinite(self.momentum) and lo <= self.momentum <= hi):
+            out.append(f"momentum={self.momentum!r} is outside [{lo}, {hi}]")
+        if self.act.invertible_needs_alpha and not (math.isfinite(self.act_alpha) and self.act_alpha > 0):
+            out.append(
+                f"act_alpha={self.act_alpha!r} must be finite and > 0 for act='{self.act.value}' "
+                "(the in-place backward pass needs an invertible activation)"
+            )
+        if self.training_mode not in (0, 1):
+            out.append(f"training_mode={self.training_mode} must be 0 or 1")
+        return out
+
+    def validate(self, node: str) -> InplaceABNAttrs:
+        faults = self.faults()
+        if faults:
+            raise InplaceABNError(node, "; ".join(faults))
+        return self
+
+    # -- ONNX conversion ----------------------------------------------------
+    @classmethod
+    def from_node(cls, node: NodeProto) -> InplaceABNAttrs:
+        """Parse and validate a node's attributes; raise InplaceABNError on any fault."""
+        name = node_display_name(node)
+        values: dict[str, object] = {}
+        for attr in node.attribute:
+            spec = _ATTR_SPECS.get(attr.name)
+            if spec is None:
+                raise InplaceABNError(
+                    name, f"unknown attribute '{attr.name}' (expected one of {sorted(_ATTR_SPECS)})"
+                )
+            if attr.type != spec:
+                raise InplaceABNError(
+                    name,
+                    f"attribute '{attr.name}' has type {AttributeProto.AttributeType.Name(attr.type)}, "
+                    f"expected {AttributeProto.AttributeType.Name(spec)}",
+                )
+            value = helper.get_attribute_value(attr)
+            values[attr.name] = value.decode() if isinstance(value, bytes) else value
+        try:
+            attrs = cls(**values)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise InplaceABNError(name, str(exc)) from None
+        return attrs.validate(name)
+
+    def to_attributes(self) -> dict[str, object]:
+        """Keyword arguments for ``helper.make_node`` (every attribute explicit)."""
+        return {
+            "epsilon": self.epsilon,
+            "momentum": self.momentum,
+            "act": self.act.value,
+            "act_alpha": self.act_alpha,
+            "training_mode": self.training_mode,
+            "data_layout": self.data_layout.value,
+        }
+
+    def replace(self, **changes: object) -> InplaceABNAttrs:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def channel_axis(self, rank: int) -> int:
+        return 1 if self.data_layout is Layout.NCHW else rank - 1
+
+
+def _parse_enum(enum: type[Enum], value: object, what: str) -> Enum:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum)  # type: ignore[attr-defined]
+        raise ValueError(f"unknown {what} {value!r} (expected one of {allowed})") from None
+
+
+_ATTR_SPECS = {
+    "epsilon": AttributeProto.FLOAT,
+    "momentum": AttributeProto.FLOAT,
+    "act": AttributeProto.STRING,
+    "act_alpha": AttributeProto.FLOAT,
+    "training_mode": AttributeProto.INT,
+    "data_layout": AttributeProto.STRING,
+}
+
+
+def node_display_name(node: NodeProto) -> str:
+    if node.name:
+        return node.name
+    return f"<unnamed {node.op_type} -> {', '.join(node.output)}>"
+
+
+def is_inplace_abn(node: NodeProto) -> bool:
+    return node.op_type == OP_TYPE and node.domain == DOMAIN
+
+
+# -- shape rules ------------------------------------------------------------
+Dim = int | None
+
+
+def shape_faults(
+    x_shape: Sequence[Dim] | None,
+    param_shapes: Sequence[Sequence[Dim] | None],
+    attrs: InplaceABNAttrs,
+) -> list[str]:
+    """Faults in the input shapes; unknown shapes or dims (None) are not faults."""
+    out: list[str] = []
+    channels: Dim = None
+    if x_shape is not None:
+        rank = len(x_shape)
+        if not MIN_RANK <= rank <= MAX_RANK:
+            out.append(f"X has rank {rank}; InplaceABN needs rank {MIN_RANK} to {MAX_RANK}")
+            return out
+        channels = x_shape[attrs.channel_axis(rank)]
+    for input_name, shape in zip(INPUT_NAMES[1:], param_shapes):
+        if shape is None:
+            continue
+        if len(shape) != 1:
+            out.append(f"{input_name} must be 1-D of length C, got shape {list(shape)}")
+        elif channels is not None and shape[0] is not None and shape[0] != channels:
+            out.append(
+                f"{input_name} has {shape[0]} elements but X has {channels} channels "
+                f"(axis {attrs.channel_axis(len(x_shape))}, data_layout={attrs.data_layout.value})"  # type: ignore[arg-type]
+            )
+    return out
+
+
+# -- ONNX OpSchema ----------------------------------------------------------
+def _infer(ctx: onnx.shape_inference.InferenceContext) -> None:
+    """Type and shape inference: Y like X; running stats like mean."""
+    x_type = ctx.get_input_type(0)
+    if x_type is None or not x_type.HasField("tensor_type"):
+        return
+    ctx.set_output_type(0, x_type)
+    if ctx.get_num_outputs() > 1:
+        mean_type = ctx.get_input_type(3) if ctx.get_num_inputs() > 3 else None
+        for i in range(1, ctx.get_num_outputs()):
+            if mean_type is not None and mean_type.HasField("tensor_type"):
+                ctx.set_output_type(i, mean_type)
+
+
+def build_op_schema() -> onnx.defs.OpSchema:
+    S = onnx.defs.OpSchema
+    optional = S.FormalParameterOption.Optional
+    inputs = [
+        S.FormalParameter("X", "T", "Input of rank 2-5, channel axis 1 (NCHW) or last (NHWC)."),
+        S.FormalParameter("scale", "T", "Per-channel scale (gamma), shape [C]."),
+        S.FormalParameter("B", "T", "Per-channel bias (beta), shape [C]."),
+        S.FormalParameter("mean", "T", "Running mean, shape [C]."),
+        S.FormalParameter("var", "T", "Running variance, shape [C]."),
+    ]
+    outputs = [
+        S.FormalParameter("Y", "T", "act(normalized X * scale + B), same shape as X."),
+        S.FormalParameter("running_mean", "T", "Updated running mean (training_mode=1).", param_option=optional),
+        S.FormalParameter("running_var", "T", "Updated running variance (training_mode=1).", param_option=optional),
+    ]
+    attributes = [
+        S.Attribute("epsilon", helper.make_attribute("epsilon", 1e-5), "Added to var before sqrt."),
+        S.Attribute("momentum", helper.make_attribute("momentum", 0.9), "running*momentum + batch*(1-momentum)."),
+        S.Attribute("act", helper.make_attribute("act", "identity"), "identity | leaky_relu | elu."),
+        S.Attribute("act_alpha", helper.make_attribute("act_alpha", 1.0), "Slope (leaky_relu) or alpha (elu), > 0."),
+        S.Attribute("training_mode", helper.make_attribute("training_mode", 0), "1: use batch statistics."),
+        S.Attribute("data_layout", helper.make_attribute("data_layout", "NCHW"), "NCHW | NHWC."),
+    ]
+    schema = S(
+        OP_TYPE,
+        DOMAIN,
+        OPSET_VERSION,
+        __doc__ or "",
+        inputs=inputs,
+        outputs=outputs,
+        type_constraints=[("T", ["tensor(float16)", "tensor(float)", "tensor(double)"], "Float tensors.")],
+        attributes=attributes,
+    )
+    schema.set_type_and_shape_inference_function(_infer)
+    return schema
+
+
+_registered = False
+
+
+def register_schema() -> None:
+    """Register the OpSchema with onnx (idempotent, process-wide)."""
+    global _registered
+    if _registered:
+        return
+    try:
+        onnx.defs.get_schema(OP_TYPE, OPSET_VERSION, DOMAIN)
+    except onnx.defs.SchemaError:
+        onnx.defs.register_schema(build_op_schema())
+    _registered = True
+
+
+def make_node(
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    attrs: InplaceABNAttrs | None = None,
+    name: str | None = None,
+) -> NodeProto:
+    """An InplaceABN NodeProto with every attribute written explicitly."""
+    attrs = attrs or InplaceABNAttrs()
+    return helper.make_node(OP_TYPE, list(inputs), list(outputs), name=name, domain=DOMAIN, **attrs.to_attributes())
+
+
+def opset_import() -> onnx.OperatorSetIdProto:
+    return helper.make_opsetid(DOMAIN, OPSET_VERSION)
