@@ -18,6 +18,7 @@ or TBB) and fall back to serial kernels when neither loads.
 from __future__ import annotations
 
 import importlib
+import os
 import math
 
 import numba
@@ -37,7 +38,10 @@ def _threadsafe_layer_available() -> bool:
     return False
 
 
-PARALLEL = _threadsafe_layer_available()
+# OpenMP workers spin after each parallel region by default, stealing the
+# cores onnxruntime's own thread pool is about to use; sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+PARALLEL = os.environ.get("IABN_ONNX_PARALLEL", "1") != "0" and _threadsafe_layer_available()
 if PARALLEL:
     numba.config.THREADING_LAYER = "threadsafe"
 

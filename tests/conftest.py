@@ -1,0 +1,50 @@
+"""Shared test helpers: one tolerance table per dtype, seeded data, subprocess runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+# (rtol, atol) per dtype, against a float64 reference.
+TOLERANCES: dict[np.dtype, tuple[float, float]] = {
+    np.dtype(np.float16): (2e-3, 2e-3),
+    np.dtype(np.float32): (1e-5, 1e-5),
+    np.dtype(np.float64): (1e-12, 1e-12),
+}
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: np.dtype | type | None = None) -> None:
+    dtype = np.dtype(dtype or np.asarray(actual).dtype)
+    rtol, atol = TOLERANCES[dtype]
+    assert np.asarray(actual).shape == np.asarray(expected).shape
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64), np.asarray(expected, np.float64), rtol=rtol, atol=atol
+    )
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def run_isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter; the caller asserts on stdout and the exit code."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run the long variants")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long variant: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
