@@ -100,3 +100,65 @@ def native_equivalent(
         [numpy_helper.from_array(v, k) for k, v in params.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+
+
+def conv_net_model(
+    acts: Sequence[str] = ("leaky_relu", "elu", "identity"),
+    channels: int = 16,
+    image: int = 32,
+    dtype: np.dtype | type = np.float32,
+    data_layout: str = "NCHW",
+    training_mode: int = 0,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """A small conv net: [Conv -> InplaceABN] per act, then pool, Gemm -> InplaceABN(leaky_relu).
+
+    Input ``X`` is [N, 3, image, image] with a dynamic batch. With NHWC, the
+    InplaceABN nodes read a Transpose of each Conv output (Conv is NCHW in ONNX).
+    """
+    rng = np.random.default_rng(seed)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    nodes, inits = [], []
+    x, c_in = "X", 3
+
+    def init(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array.astype(dtype), name))
+        return name
+
+    for i, act in enumerate(acts):
+        c_out = channels * (1 + i // 2)
+        w = init(f"conv{i}.weight", rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in))
+        b = init(f"conv{i}.bias", rng.standard_normal(c_out) * 0.1)
+        stride = 2 if i % 2 else 1
+        nodes.append(helper.make_node("Conv", [x, w, b], [f"conv{i}"], name=f"conv{i}", pads=[1, 1, 1, 1],
+                                      strides=[stride, stride]))
+        y = f"conv{i}"
+        if data_layout == "NHWC":
+            nodes.append(helper.make_node("Transpose", [y], [f"conv{i}_nhwc"], name=f"to_nhwc{i}", perm=[0, 2, 3, 1]))
+            y = f"conv{i}_nhwc"
+        p = random_params(c_out, dtype, seed + i + 1)
+        names = [init(f"abn{i}.{k}", v) for k, v in p.items()]
+        attrs = InplaceABNAttrs(act=act, act_alpha=0.01 if act == "leaky_relu" else 1.0,
+                                data_layout=data_layout, training_mode=training_mode)
+        outs = [f"abn{i}"] + ([f"abn{i}.running_mean", f"abn{i}.running_var"] if training_mode else [])
+        nodes.append(make_node([y, *names], outs, attrs, name=f"abn{i}"))
+        x = f"abn{i}"
+        if data_layout == "NHWC":
+            nodes.append(helper.make_node("Transpose", [x], [f"abn{i}_nchw"], name=f"to_nchw{i}", perm=[0, 3, 1, 2]))
+            x = f"abn{i}_nchw"
+        c_in = c_out
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="pool"))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"))
+    w = init("fc.weight", rng.standard_normal((10, c_in)) / np.sqrt(c_in))
+    b = init("fc.bias", rng.standard_normal(10) * 0.1)
+    nodes.append(helper.make_node("Gemm", ["flat", w, b], ["fc"], name="fc", transB=1))
+    p = random_params(10, dtype, seed + 99)
+    names = [init(f"abn_fc.{k}", v) for k, v in p.items()]
+    fc_attrs = InplaceABNAttrs(act="leaky_relu", act_alpha=0.1, training_mode=training_mode)
+    fc_outs = ["Y"] + (["abn_fc.running_mean", "abn_fc.running_var"] if training_mode else [])
+    nodes.append(make_node(["fc", *names], fc_outs, fc_attrs, name="abn_fc"))
+    graph = helper.make_graph(
+        nodes, "conv_net", [helper.make_tensor_value_info("X", elem, ["N", 3, image, image])],
+        [helper.make_tensor_value_info("Y", elem, ["N", 10])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])

@@ -1,0 +1,509 @@
+"""Fold frozen InplaceABN nodes into standard ONNX ops.
+
+before:  P(X_in, W, b) -> X -> InplaceABN(scale, B, mean, var; eps, act, alpha) -> Y
+after:   P(X_in, W', b') -> [act] -> Y                    (producer fold)
+    or:  X -> Mul(s) -> Add(t) -> [act] -> Y              (per-channel fallback)
+
+with, per channel c, computed in float64 and cast back to the model dtype:
+    s[c] = scale[c] / sqrt(var[c] + eps)
+    t[c] = B[c] - mean[c] * s[c]
+    W'   = W scaled by s along the producer's output-channel axis
+    b'   = b * s + t            (b = 0 when the producer has no bias)
+and [act] is LeakyRelu(alpha), Elu(alpha) (float64: an expansion in ops
+onnxruntime's CPU provider has for double), or nothing for identity.
+
+Preconditions (each rule returns a reason instead of folding):
+* the node has training_mode=0 and valid attributes;
+* scale, B, mean and var are initializers that are not graph inputs;
+* producer fold: X comes from Conv, ConvTranspose (grouped too), Gemm, or
+  MatMul (optionally followed by Add of a constant), X has no other
+  consumer and is not a graph output, the producer's weight (and bias) are
+  initializers used by no other node, and the channel axis matches the
+  producer's output-channel axis (Conv/ConvTranspose: NCHW; Gemm/MatMul:
+  the last axis).
+
+Rules are tried in order; the first that matches rewrites. The argument
+model is never mutated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
+
+from ..op.schema import DOMAIN, Activation, InplaceABNAttrs, InplaceABNError, is_inplace_abn, node_display_name
+
+
+@dataclass
+class FoldReport:
+    folded: list[tuple[str, str]] = field(default_factory=list)  # (node, into what)
+    left: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
+
+    @property
+    def count(self) -> int:
+        return len(self.folded)
+
+    def lines(self) -> list[str]:
+        out = [f"folded {n}: {how}" for n, how in self.folded]
+        out += [f"left {n}: {why}" for n, why in self.left]
+        out.append(f"{len(self.folded)} folded, {len(self.left)} left")
+        return out
+
+
+class _Graph:
+    """Indexes over one graph for matching and rewriting."""
+
+    def __init__(self, graph: GraphProto) -> None:
+        self.graph = graph
+        self.inits = {i.name: i for i in graph.initializer}
+        self.graph_inputs = {i.name for i in graph.input}
+        self.graph_outputs = {o.name for o in graph.output}
+        self.producer: dict[str, NodeProto] = {}
+        self.uses: Counter[str] = Counter()
+        for node in graph.node:
+            for o in node.output:
+                self.producer[o] = node
+            for i in node.input:
+                self.uses[i] += 1
+        for g in _subgraphs(graph):
+            for node in g.node:
+                for i in node.input:
+                    self.uses[i] += 1
+        self.names = set(self.inits) | self.graph_inputs | set(self.producer) | set(self.uses)
+        self.node_names = {n.name for n in graph.node}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.inits and name not in self.graph_inputs:
+            return numpy_helper.to_array(self.inits[name])
+        return None
+
+    def private_constant(self, name: str) -> np.ndarray | None:
+        """An initializer read by exactly one node."""
+        return self.constant(name) if self.uses[name] == 1 else None
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def fresh_node(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.node_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.node_names.add(name)
+        return name
+
+    def add_init(self, base: str, array: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self.inits[name] = self.graph.initializer[-1]
+        return name
+
+
+def _subgraphs(graph: GraphProto):
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield attr.g
+                yield from _subgraphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield g
+                    yield from _subgraphs(g)
+
+
+@dataclass(frozen=True)
+class _Match:
+    """A node to fold and its per-channel affine map."""
+
+    node: NodeProto
+    name: str
+    attrs: InplaceABNAttrs
+    s: np.ndarray  # float64
+    t: np.ndarray  # float64
+    dtype: np.dtype
+
+
+def _check_node(g: _Graph, node: NodeProto) -> _Match | str:
+    name = node_display_name(node)
+    try:
+        attrs = InplaceABNAttrs.from_node(node)
+    except InplaceABNError as exc:
+        return f"invalid node: {exc.fault}"
+    if attrs.training_mode:
+        return "training_mode=1 (batch statistics are computed at run time)"
+    if len(node.input) != 5 or len(node.output) != 1:
+        return "unexpected number of inputs/outputs"
+    params = []
+    for role, inp in zip(("scale", "B", "mean", "var"), node.input[1:]):
+        arr = g.constant(inp)
+        if arr is None:
+            return f"non-constant {role} ('{inp}' is not an initializer)"
+        if arr.ndim != 1:
+            return f"{role} has shape {list(arr.shape)}, not [C]"
+        params.append(arr)
+    if len({p.shape for p in params}) != 1:
+        return "scale, B, mean and var differ in length"
+    scale, bias, mean, var = (p.astype(np.float64) for p in params)
+    s = scale / np.sqrt(var + attrs.epsilon)
+    t = bias - mean * s
+    return _Match(node, name, attrs, s, t, params[0].dtype)
+
+
+# -- producer rules: each returns a reason (str) or a rewrite callable --------------
+Rewrite = Callable[[], str]
+
+
+def _sole_consumer_ok(g: _Graph, x: str) -> str | None:
+    if g.uses[x] != 1:
+        return f"'{x}' has {g.uses[x]} consumers"
+    if x in g.graph_outputs:
+        return f"'{x}' is a graph output"
+    return None
+
+
+def _scale_axis(w: np.ndarray, s: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    return w.astype(np.float64) * s.reshape(shape)
+
+
+def _rule_conv(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
+    if p.op_type != "Conv" or p.domain not in ("", "ai.onnx"):
+        return "not a Conv"
+    if m.attrs.data_layout.value != "NCHW":
+        return "NHWC InplaceABN after Conv (channel axis is not Conv's)"
+    w = g.private_constant(p.input[1])
+    if w is None:
+        return "Conv weight is not a private initializer"
+    b = None
+    if len(p.input) > 2 and p.input[2]:
+        b = g.private_constant(p.input[2])
+        if b is None:
+            return "Conv bias is not a private initializer"
+    if w.shape[0] != m.s.shape[0]:
+        return "channel count mismatch"
+
+    def rewrite() -> str:
+        new_w = _scale_axis(w, m.s, 0).astype(w.dtype)
+        new_b = ((b.astype(np.float64) if b is not None else 0.0) * m.s + m.t).astype(w.dtype)
+        _set_inputs(p, g, new_w, new_b, 1, 2, m)
+        return f"Conv '{p.name or p.output[0]}'"
+
+    return rewrite
+
+
+def _rule_conv_transpose(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
+    if p.op_type != "ConvTranspose" or p.domain not in ("", "ai.onnx"):
+        return "not a ConvTranspose"
+    if m.attrs.data_layout.value != "NCHW":
+        return "NHWC InplaceABN after ConvTranspose"
+    w = g.private_constant(p.input[1])
+    if w is None:
+        return "ConvTranspose weight is not a private initializer"
+    b = None
+    if len(p.input) > 2 and p.input[2]:
+        b = g.private_constant(p.input[2])
+        if b is None:
+            return "ConvTranspose bias is not a private initializer"
+    group = next((a.i for a in p.attribute if a.name == "group"), 1)
+    c_in, m_per_group = w.shape[0], w.shape[1]
+    if c_in % group or m_per_group * group != m.s.shape[0]:
+        return "channel count mismatch"
+
+    def rewrite() -> str:
+        # output channel of W[i, j] is (i // (c_in / group)) * m_per_group + j
+        in_per_group = c_in // group
+        out_channel = (np.arange(c_in)[:, None] // in_per_group) * m_per_group + np.arange(m_per_group)[None, :]
+        factor = m.s[out_channel].reshape(c_in, m_per_group, *([1] * (w.ndim - 2)))
+        new_w = (w.astype(np.float64) * factor).astype(w.dtype)
+        new_b = ((b.astype(np.float64) if b is not None else 0.0) * m.s + m.t).astype(w.dtype)
+        _set_inputs(p, g, new_w, new_b, 1, 2, m)
+        return f"ConvTranspose '{p.name or p.output[0]}'"
+
+    return rewrite
+
+
+def _rule_gemm(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
+    if p.op_type != "Gemm" or p.domain not in ("", "ai.onnx"):
+        return "not a Gemm"
+    attrs = {a.name: helper.get_attribute_value(a) for a in p.attribute}
+    trans_b = attrs.get("transB", 0)
+    beta = attrs.get("beta", 1.0)
+    w = g.private_constant(p.input[1])
+    if w is None or w.ndim != 2:
+        return "Gemm B is not a private 2-D initializer"
+    c = None
+    if len(p.input) > 2 and p.input[2]:
+        c = g.private_constant(p.input[2])
+        if c is None:
+            return "Gemm C is not a private initializer"
+    out_axis = 0 if trans_b else 1
+    if w.shape[out_axis] != m.s.shape[0]:
+        return "channel count mismatch"
+
+    def rewrite() -> str:
+        new_w = _scale_axis(w, m.s, out_axis).astype(w.dtype)
+        c64 = beta * c.astype(np.float64) if c is not None else np.zeros(1)
+        new_c = (c64 * m.s + m.t).astype(w.dtype)  # broadcasts scalar, [M], [1, M] or [N, M]
+        _set_inputs(p, g, new_w, new_c, 1, 2, m)
+        _set_attr(p, "beta", 1.0)  # alpha still scales A*B; W' carries s
+        return f"Gemm '{p.name or p.output[0]}'"
+
+    return rewrite
+
+
+def _rule_matmul(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
+    add = None
+    if p.op_type == "Add" and p.domain in ("", "ai.onnx"):
+        add = p
+        bias_idx = next((i for i in (0, 1) if g.constant(p.input[i]) is not None), None)
+        if bias_idx is None:
+            return "Add without a constant operand"
+        mm_out = p.input[1 - bias_idx]
+        p = g.producer.get(mm_out)
+        if p is None or p.op_type != "MatMul":
+            return "Add not fed by MatMul"
+        reason = _sole_consumer_ok(g, mm_out)
+        if reason:
+            return reason
+    if p.op_type != "MatMul" or p.domain not in ("", "ai.onnx"):
+        return "not a MatMul"
+    if g.constant(p.input[1]) is None:
+        return "MatMul weight is not a constant"
+    w = g.private_constant(p.input[1])
+    if w is None or w.ndim != 2:
+        return "MatMul weight is not a private 2-D initializer"
+    if w.shape[1] != m.s.shape[0]:
+        return "channel count mismatch"
+    rank = _rank(g, m.node.input[0])
+    if m.attrs.data_layout.value == "NCHW" and rank != 2:
+        return "NCHW InplaceABN after MatMul needs rank 2 (channel axis must be the last)"
+    bias = None
+    if add is not None:
+        bias = g.private_constant(add.input[bias_idx])
+        if bias is None or bias.size not in (1, m.s.shape[0]) or (bias.ndim and bias.shape[-1] not in (1, w.shape[1])):
+            return "Add bias is not a private per-channel initializer"
+
+    def rewrite() -> str:
+        new_w = _scale_axis(w, m.s, 1).astype(w.dtype)
+        w_name = g.add_init(f"{p.input[1]}__folded", new_w)
+        p.input[1] = w_name
+        b64 = bias.astype(np.float64).reshape(-1) if bias is not None else 0.0
+        new_b = (b64 * m.s + m.t).astype(w.dtype)
+        if add is not None:
+            add.input[bias_idx] = g.add_init(f"{add.input[bias_idx]}__folded", new_b)
+            return f"MatMul '{p.name or p.output[0]}' + Add '{add.name or add.output[0]}'"
+        # insert Add(t) right after the MatMul
+        out = g.fresh(f"{p.output[0]}__folded")
+        b_name = g.add_init(f"{m.name}__bias", new_b)
+        add_node = helper.make_node("Add", [out, b_name], [p.output[0]], name=g.fresh_node(f"{m.name}__bias_add"))
+        p.output[0] = out
+        g.producer[add_node.output[0]] = add_node
+        _insert_after(g.graph, p, add_node)
+        return f"MatMul '{p.name or p.output[0]}' (+ Add)"
+
+    return rewrite
+
+
+PRODUCER_RULES = (_rule_conv, _rule_conv_transpose, _rule_gemm, _rule_matmul)
+
+
+def _rank(g: _Graph, name: str) -> int | None:
+    return g.ranks.get(name) if hasattr(g, "ranks") else None
+
+
+def _set_inputs(p: NodeProto, g: _Graph, w: np.ndarray, b: np.ndarray, wi: int, bi: int, m: _Match) -> None:
+    p.input[wi] = g.add_init(f"{p.input[wi]}__folded", w)
+    b_name = g.add_init(f"{p.input[bi]}__folded" if len(p.input) > bi and p.input[bi] else f"{m.name}__bias", b)
+    if len(p.input) > bi:
+        p.input[bi] = b_name
+    else:
+        while len(p.input) < bi:
+            p.input.append("")
+        p.input.append(b_name)
+
+
+def _set_attr(node: NodeProto, name: str, value: object) -> None:
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _insert_after(graph: GraphProto, anchor: NodeProto, new: NodeProto) -> None:
+    nodes = list(graph.node)
+    idx = next(i for i, n in enumerate(nodes) if n is anchor)
+    graph.node.insert(idx + 1, new)
+
+
+# -- activation ------------------------------------------------------------------------
+def _activation_nodes(g: _Graph, m: _Match, z: str, y: str) -> list[NodeProto]:
+    act, alpha = m.attrs.act, m.attrs.act_alpha
+    if act is Activation.IDENTITY:
+        return [helper.make_node("Identity", [z], [y], name=g.fresh_node(f"{m.name}__identity"))]
+    if act is Activation.LEAKY_RELU:
+        return [helper.make_node("LeakyRelu", [z], [y], name=g.fresh_node(f"{m.name}__leaky_relu"), alpha=alpha)]
+    if m.dtype != np.float64:
+        return [helper.make_node("Elu", [z], [y], name=g.fresh_node(f"{m.name}__elu"), alpha=alpha)]
+    # onnxruntime's CPU provider has no double Elu: relu(z) + alpha * (exp(min(z, 0)) - 1)
+    zero = g.add_init(f"{m.name}__zero", np.zeros((), np.float64))
+    one = g.add_init(f"{m.name}__one", np.ones((), np.float64))
+    a = g.add_init(f"{m.name}__alpha", np.array(alpha, np.float64))
+    names = [g.fresh(f"{m.name}__elu_{k}") for k in ("neg", "exp", "em1", "scaled", "pos")]
+    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{m.name}__elu_{op.lower()}"))  # noqa: E731
+    return [
+        n("Min", [z, zero], names[0]),
+        n("Exp", [names[0]], names[1]),
+        n("Sub", [names[1], one], names[2]),
+        n("Mul", [names[2], a], names[3]),
+        n("Relu", [z], names[4]),
+        n("Add", [names[4], names[3]], y),
+    ]
+
+
+def _per_channel_nodes(g: _Graph, m: _Match, x: str, z: str, rank: int | None) -> list[NodeProto] | str:
+    channels = m.s.shape[0]
+    if m.attrs.data_layout.value == "NHWC":
+        shape: tuple[int, ...] = (channels,)
+    else:
+        if rank is None:
+            return "rank of X is unknown (needed for the NCHW broadcast shape)"
+        shape = (channels,) + (1,) * (rank - 2)
+    s_name = g.add_init(f"{m.name}__scale", m.s.reshape(shape).astype(m.dtype))
+    t_name = g.add_init(f"{m.name}__shift", m.t.reshape(shape).astype(m.dtype))
+    mid = g.fresh(f"{m.name}__scaled")
+    return [
+        helper.make_node("Mul", [x, s_name], [mid], name=g.fresh_node(f"{m.name}__mul")),
+        helper.make_node("Add", [mid, t_name], [z], name=g.fresh_node(f"{m.name}__add")),
+    ]
+
+
+# -- driver ------------------------------------------------------------------------------
+def fold_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldReport]:
+    """Fold every foldable InplaceABN node; return the new model and what happened."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    report = FoldReport()
+    graph = out.graph
+    ranks = _infer_ranks(out)
+    g = _Graph(graph)
+    g.ranks = ranks  # type: ignore[attr-defined]
+    for node in list(graph.node):
+        if not is_inplace_abn(node):
+            continue
+        m = _check_node(g, node)
+        if isinstance(m, str):
+            report.left.append((node_display_name(node), m))
+            continue
+        x, y = node.input[0], node.output[0]
+        new_nodes: list[NodeProto] | None = None
+        producer = g.producer.get(x)
+        reasons = []
+        if producer is not None and _sole_consumer_ok(g, x) is None:
+            for rule in PRODUCER_RULES:
+                result = rule(g, m, producer)
+                if isinstance(result, str):
+                    reasons.append(result)
+                    continue
+                how = result()
+                if m.attrs.act is Activation.IDENTITY:
+                    _rename_output(g, x, y)
+                    new_nodes = []
+                else:
+                    new_nodes = _activation_nodes(g, m, x, y)
+                report.folded.append((m.name, f"into {how}"))
+                break
+        if new_nodes is None:
+            z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
+            affine = _per_channel_nodes(g, m, x, z, ranks.get(x))
+            if isinstance(affine, str):
+                report.left.append((m.name, affine))
+                continue
+            new_nodes = affine + ([] if m.attrs.act is Activation.IDENTITY else _activation_nodes(g, m, z, y))
+            report.folded.append((m.name, "into per-channel Mul + Add"))
+        _replace_node(graph, node, new_nodes)
+    _cleanup(out)
+    return out, report
+
+
+def fold(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy of model with every foldable InplaceABN node replaced by standard ops."""
+    return fold_with_report(model)[0]
+
+
+def plan_fold(model: onnx.ModelProto) -> list[str]:
+    """What fold would do, as report lines."""
+    return fold_with_report(model)[1].lines()
+
+
+def _rename_output(g: _Graph, old: str, new: str) -> None:
+    producer = g.producer[old]
+    for i, o in enumerate(producer.output):
+        if o == old:
+            producer.output[i] = new
+    g.producer[new] = producer
+
+
+def _replace_node(graph: GraphProto, node: NodeProto, new_nodes: list[NodeProto]) -> None:
+    nodes = list(graph.node)
+    idx = next(i for i, n in enumerate(nodes) if n is node)
+    del graph.node[idx]
+    for k, n in enumerate(new_nodes):
+        graph.node.insert(idx + k, n)
+
+
+def _infer_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - ranks are an aid; unknown means "cannot fall back"
+        inferred = model
+    ranks = {}
+    g = inferred.graph
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+    return ranks
+
+
+def _cleanup(model: onnx.ModelProto) -> None:
+    """Drop dead initializers, stale value_info, and our opset import when unused."""
+    graph = model.graph
+    used: set[str] = set()
+    for n in graph.node:
+        used.update(n.input)
+    for sg in _subgraphs(graph):
+        for n in sg.node:
+            used.update(n.input)
+    used.update(o.name for o in graph.output)
+    graph_inputs = {i.name for i in graph.input}
+    keep = [i for i in graph.initializer if i.name in used or i.name in graph_inputs]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    produced = {o for n in graph.node for o in n.output} | graph_inputs | {i.name for i in graph.initializer}
+    vis = [v for v in graph.value_info if v.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+    still_custom = any(n.domain == DOMAIN for g in [graph, *_subgraphs(graph)] for n in g.node)
+    if not still_custom:
+        funcs = [f for f in model.functions if f.domain != DOMAIN]
+        del model.functions[:]
+        model.functions.extend(funcs)
+        imports = [o for o in model.opset_import if o.domain != DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(imports)
+
+
+__all__ = ["PRODUCER_RULES", "FoldReport", "fold", "fold_with_report", "plan_fold"]
+
+_ = TensorProto  # re-exported type names used in docs

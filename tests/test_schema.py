@@ -1,0 +1,44 @@
+"""The OpSchema: onnx.checker and shape inference understand InplaceABN."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from iabn_onnx import InplaceABNAttrs, InplaceABNError
+from iabn_onnx.examples import single_node_model
+
+
+@pytest.mark.parametrize("training", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_checker_full_check_and_shape_inference(training, dtype):
+    model, _ = single_node_model(("N", 8, 5, 5), InplaceABNAttrs(training_mode=training), dtype)
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    y = next(v for v in [*inferred.graph.value_info, *inferred.graph.output] if v.name == "Y")
+    assert y.type.tensor_type.elem_type == elem
+
+
+def test_checker_rejects_unknown_attribute():
+    model, _ = single_node_model((2, 3, 4))
+    model.graph.node[0].attribute.append(helper.make_attribute("bogus", 1))
+    with pytest.raises(onnx.checker.ValidationError, match="bogus"):
+        onnx.checker.check_model(model, full_check=True)
+
+
+def test_attributes_are_float32_truth_and_validated():
+    attrs = InplaceABNAttrs(act_alpha=0.1)
+    assert attrs.act_alpha == float(np.float32(0.1))
+    with pytest.raises(InplaceABNError, match="act_alpha"):
+        InplaceABNAttrs(act="elu", act_alpha=0.0).validate("n")
+    with pytest.raises(ValueError, match="unknown act"):
+        InplaceABNAttrs(act="relu")
+
+
+def test_defaults_documented():
+    a = InplaceABNAttrs()
+    assert (a.epsilon, a.momentum, a.act.value, a.act_alpha, a.training_mode, a.data_layout.value) == (
+        float(np.float32(1e-5)), float(np.float32(0.9)), "identity", 1.0, 0, "NCHW")
