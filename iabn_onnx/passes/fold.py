@@ -308,8 +308,7 @@ def _rule_matmul(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
         b_name = g.add_init(f"{m.name}__bias", new_b)
         add_node = helper.make_node("Add", [out, b_name], [p.output[0]], name=g.fresh_node(f"{m.name}__bias_add"))
         p.output[0] = out
-        g.producer[add_node.output[0]] = add_node
-        _insert_after(g.graph, p, add_node)
+        g.producer[add_node.output[0]] = _insert_after(g.graph, p, add_node)
         return f"MatMul '{p.name or p.output[0]}' (+ Add)"
 
     return rewrite
@@ -340,10 +339,12 @@ def _set_attr(node: NodeProto, name: str, value: object) -> None:
     node.attribute.append(helper.make_attribute(name, value))
 
 
-def _insert_after(graph: GraphProto, anchor: NodeProto, new: NodeProto) -> None:
+def _insert_after(graph: GraphProto, anchor: NodeProto, new: NodeProto) -> NodeProto:
+    """Insert a copy of new after anchor; return the inserted (live) node."""
     nodes = list(graph.node)
     idx = next(i for i, n in enumerate(nodes) if n is anchor)
     graph.node.insert(idx + 1, new)
+    return graph.node[idx + 1]
 
 
 # -- activation ------------------------------------------------------------------------
