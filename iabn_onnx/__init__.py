@@ -1,7 +1,9 @@
 """iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime."""
 
+from .exporters.convert import convert
 from .op.reference import inplace_abn_reference
 from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
+from .passes.fold import fold
 from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
 
 register_schema()
@@ -16,6 +18,8 @@ __all__ = [
     "InplaceABNAttrs",
     "InplaceABNError",
     "ModelLoadError",
+    "convert",
+    "fold",
     "inplace_abn_reference",
     "load_model",
     "make_node",

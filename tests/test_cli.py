@@ -1,0 +1,120 @@
+"""The iabn-onnx CLI: every subcommand, and each error exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import iabn_onnx
+from iabn_onnx.examples import conv_net_model
+from tests.conftest import assert_close, rng
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "iabn_onnx.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "net.onnx"
+    onnx.save(conv_net_model(channels=8, image=8), path)
+    return path
+
+
+def test_fold_writes_equivalent_standard_model_and_verifies(model_path, tmp_path):
+    out = tmp_path / "folded.onnx"
+    proc = cli("fold", str(model_path), "-o", str(out), "--verify", "--batch", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 folded, 0 left" in proc.stdout
+    assert "verify Y: max abs diff" in proc.stdout
+    folded = onnx.load(out)
+    assert not any(n.domain == iabn_onnx.DOMAIN for n in folded.graph.node)
+    x = rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = iabn_onnx.InferenceSession(model_path).run(None, {"X": x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    assert_close(got, want, np.float32)
+
+
+def test_fold_refuses_to_overwrite_input(model_path):
+    before = model_path.read_bytes()
+    proc = cli("fold", str(model_path), "-o", str(model_path))
+    assert proc.returncode == 2
+    assert "refusing to overwrite" in proc.stderr
+    assert model_path.read_bytes() == before
+
+
+def test_run_saves_outputs_matching_session(model_path, tmp_path):
+    x = rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", X=x)
+    proc = cli("run", str(model_path), "--inputs", str(tmp_path / "in.npz"), "--save", str(tmp_path / "out.npz"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Y: shape=[3, 10]" in proc.stdout
+    with np.load(tmp_path / "out.npz") as out:
+        want = iabn_onnx.InferenceSession(model_path).run(None, {"X": x})[0]
+        assert_close(out["Y"], want, np.float32)
+
+
+def test_check_reports_nodes_and_fold_plan(model_path):
+    proc = cli("check", str(model_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 InplaceABN node(s)" in proc.stdout
+    assert "fold: folded abn0: into Conv 'conv0'" in proc.stdout
+
+
+def test_check_rejects_bad_model_with_exit_1(tmp_path):
+    model = conv_net_model(channels=8, image=8)
+    for a in model.graph.node[1].attribute:
+        if a.name == "act":
+            a.s = b"relu"
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    proc = cli("check", str(path))
+    assert proc.returncode == 1
+    assert "abn0" in proc.stderr and "act" in proc.stderr
+
+
+def test_bench_prints_both_rows(model_path):
+    proc = cli("bench", str(model_path), "--repeat", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "plugin (InplaceABN kernel)" in proc.stdout and "folded, plain onnxruntime" in proc.stdout
+
+
+def test_demo_runs_and_reports_fold_difference():
+    proc = cli("demo", "--repeat", "3", "--batch", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 InplaceABN nodes" in proc.stdout
+    diff = float(proc.stdout.split("max |diff|")[1].split()[0])
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("sub", ["fold", "run", "check", "convert", "bench"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "not_onnx", "truncated"])
+def test_file_errors_exit_2_with_one_line(sub, kind, tmp_path, model_path):
+    path = tmp_path / "in.onnx"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not_onnx":
+        path.write_text("hello, I am a text file\n")
+    elif kind == "truncated":
+        data = model_path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    extra = ["-o", str(tmp_path / "out.onnx")] if sub in ("fold", "convert") else []
+    proc = cli(sub, str(path), *extra)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"iabn-onnx {sub}: error:")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_usage_errors_exit_2():
+    assert cli().returncode == 2
+    assert cli("fold", "x.onnx").returncode == 2  # missing -o
+    for sub in ("demo", "run", "check", "fold", "convert", "bench"):
+        proc = cli(sub, "--help")
+        assert proc.returncode == 0 and "usage:" in proc.stdout
