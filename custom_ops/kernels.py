@@ -18,8 +18,8 @@ or TBB) and fall back to serial kernels when neither loads.
 from __future__ import annotations
 
 import importlib
-import os
 import math
+import os
 
 import numba
 import numpy as np
@@ -33,7 +33,7 @@ def _threadsafe_layer_available() -> bool:
         try:
             importlib.import_module(module)
             return True
-        except Exception:  # noqa: BLE001 - any load failure means "not available"
+        except Exception:
             continue
     return False
 

@@ -213,7 +213,7 @@ class KernelSpec:
             channels = feed[3].shape[0] if feed[3].ndim == 1 else 1
             shapes = [x.shape] + [(channels,)] * (self.n_outputs - 1)
             return tuple(np.full(s, np.nan, self.dtype) for s in shapes)
-        except BaseException:  # noqa: BLE001 - must not raise into C++
+        except BaseException:
             return tuple(np.empty((0,), self.dtype) for _ in range(self.n_outputs))
 
 
@@ -231,10 +231,10 @@ def _invoke(k_id: int, feed: Sequence[np.ndarray], attributes: dict[str, str]) -
         except InplaceABNError as exc:
             _record(KernelFault(exc.node, exc.fault, exc))
             outputs = spec.placeholder(feed)
-        except BaseException as exc:  # noqa: BLE001 - never let an error reach C++
+        except BaseException as exc:
             _record(KernelFault(cfg.node, f"{type(exc).__name__}: {exc}", exc))
             outputs = spec.placeholder(feed)
-    except BaseException as exc:  # noqa: BLE001 - a broken config attribute
+    except BaseException as exc:
         _record(KernelFault("<unknown>", f"bad runtime config: {type(exc).__name__}: {exc}", exc))
         outputs = spec.placeholder(feed)
     result: list[Any] = [k_id]

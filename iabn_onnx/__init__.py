@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DOMAIN",
-    "OP_TYPE",
     "OPSET_VERSION",
+    "OP_TYPE",
     "InferenceSession",
     "InplaceABNAttrs",
     "InplaceABNError",

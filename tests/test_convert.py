@@ -9,8 +9,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 import iabn_onnx
-from iabn_onnx.exporters.convert import convert_with_report
 from iabn_onnx.examples import random_params
+from iabn_onnx.exporters.convert import convert_with_report
 from tests.conftest import assert_close, rng
 
 

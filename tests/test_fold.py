@@ -34,7 +34,6 @@ def _run_plain(model, feed, dtype, kind):
 
 def _run_ours(model, feed, dtype, kind):
     if dtype == np.float64 and kind in NO_ORT_F64:
-        from onnx.reference import ReferenceEvaluator
 
         from iabn_onnx.op.reference import inplace_abn_reference  # noqa: F401
 
@@ -142,7 +141,7 @@ def test_producer_not_folded_falls_back_to_mul_add(case):
 @pytest.mark.parametrize("case", ["training_mode", "non_constant_statistics"])
 def test_unfoldable_node_is_left_and_reported(case):
     kwargs = {"training_mode": dict(training=1), "non_constant_statistics": dict(params_as_inputs=True)}[case]
-    model, x_shape = producer_model("Conv", "elu", np.float32, **kwargs)
+    model, _ = producer_model("Conv", "elu", np.float32, **kwargs)
     folded, report = fold_with_report(model)
     assert report.count == 0 and len(report.left) == 1
     assert ("training_mode" if case == "training_mode" else "non-constant") in report.left[0][1]
@@ -163,7 +162,7 @@ def test_fold_200_layer_network_under_two_seconds():
 
     model = conv_net_model(acts=("leaky_relu",) * 200, channels=4, image=4)
     t0 = time.perf_counter()
-    folded, report = fold_with_report(model)
+    _, report = fold_with_report(model)
     elapsed = time.perf_counter() - t0
     assert report.count == 201
     assert elapsed < 10  # generous; the benchmark reports the real figure

@@ -99,7 +99,8 @@ def convert_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Conver
         act, alpha, y, how = "identity", 1.0, bn.output[0], "BatchNormalization -> InplaceABN(identity)"
         z = bn.output[0]
         nxt = consumers.get(z, [])
-        if len(nxt) == 1 and uses[z] == 1 and z not in outputs and nxt[0].op_type in _ACTS and nxt[0].domain in ("", "ai.onnx"):
+        fusable = len(nxt) == 1 and uses[z] == 1 and z not in outputs
+        if fusable and nxt[0].op_type in _ACTS and nxt[0].domain in ("", "ai.onnx"):
             a_node = nxt[0]
             a_act, a_default = _ACTS[a_node.op_type]
             a_alpha = next((a.f for a in a_node.attribute if a.name == "alpha"), a_default)

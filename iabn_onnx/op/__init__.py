@@ -15,8 +15,8 @@ from .schema import (
 
 __all__ = [
     "DOMAIN",
-    "OP_TYPE",
     "OPSET_VERSION",
+    "OP_TYPE",
     "Activation",
     "InplaceABNAttrs",
     "InplaceABNError",

@@ -361,7 +361,7 @@ def _activation_nodes(g: _Graph, m: _Match, z: str, y: str) -> list[NodeProto]:
     one = g.add_init(f"{m.name}__one", np.ones((), np.float64))
     a = g.add_init(f"{m.name}__alpha", np.array(alpha, np.float64))
     names = [g.fresh(f"{m.name}__elu_{k}") for k in ("neg", "exp", "em1", "scaled", "pos")]
-    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{m.name}__elu_{op.lower()}"))  # noqa: E731
+    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{m.name}__elu_{op.lower()}"))
     return [
         n("Min", [z, zero], names[0]),
         n("Exp", [names[0]], names[1]),
@@ -466,7 +466,7 @@ def _replace_node(graph: GraphProto, node: NodeProto, new_nodes: list[NodeProto]
 def _infer_ranks(model: onnx.ModelProto) -> dict[str, int]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # noqa: BLE001 - ranks are an aid; unknown means "cannot fall back"
+    except Exception:
         inferred = model
     ranks = {}
     g = inferred.graph

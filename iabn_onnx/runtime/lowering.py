@@ -60,7 +60,7 @@ def _type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """Element types and shapes of every named value onnx can infer."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-    except Exception:  # noqa: BLE001 - inference is a best-effort aid for error messages
+    except Exception:
         inferred = model
     table: dict[str, TensorInfo] = {}
     graph = inferred.graph

@@ -48,7 +48,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
             raise ModelLoadError("empty byte string is not an ONNX model")
         try:
             return onnx.load_model_from_string(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        except Exception as exc:
             raise ModelLoadError(f"bytes are not a valid ONNX model ({type(exc).__name__}: {exc})") from None
     path = Path(os.fspath(source))
     if not path.is_file():
@@ -57,7 +57,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: file is empty (0 bytes)")
     try:
         model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
