@@ -46,6 +46,9 @@ if PARALLEL:
     numba.config.THREADING_LAYER = "threadsafe"
 
 _jit = njit(parallel=PARALLEL, cache=True, nogil=True, fastmath=False, error_model="numpy")
+# Reductions may reassociate (so they vectorise); NaN/Inf semantics are kept.
+_jit_reduce = njit(parallel=PARALLEL, cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"},
+                   error_model="numpy")
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -103,7 +106,7 @@ def _infer_mc(x, scale, bias, mean, var, eps, act, alpha, y):
                 yr[c] = (xr[c] - mean[c]) * s[c] + bias[c]
 
 
-@_jit
+@_jit_reduce
 def _batch_stats_ncs(x, out_mean, out_var):
     n_batch, channels, spatial = x.shape
     count = n_batch * spatial
@@ -122,7 +125,7 @@ def _batch_stats_ncs(x, out_mean, out_var):
         out_var[c] = sq / count
 
 
-@_jit
+@_jit_reduce
 def _batch_stats_mc(x, out_mean, out_var):
     rows, channels = x.shape
     chunks = min(rows, 64)
