@@ -177,19 +177,30 @@ def _scale_axis(w: np.ndarray, s: np.ndarray, axis: int) -> np.ndarray:
     return w.astype(np.float64) * s.reshape(shape)
 
 
-def _rule_conv(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
-    if p.op_type != "Conv" or p.domain not in ("", "ai.onnx"):
-        return "not a Conv"
+def _conv_like_params(
+    g: _Graph, m: _Match, p: NodeProto, op_type: str
+) -> tuple[np.ndarray, np.ndarray | None] | str:
+    """Weight and optional bias of a Conv/ConvTranspose the node may fold into, or the reason not."""
+    if p.op_type != op_type or p.domain not in ("", "ai.onnx"):
+        return f"not a {op_type}"
     if m.attrs.data_layout.value != "NCHW":
-        return "NHWC InplaceABN after Conv (channel axis is not Conv's)"
+        return f"NHWC InplaceABN after {op_type} (channel axis is not {op_type}'s)"
     w = g.private_constant(p.input[1])
     if w is None:
-        return "Conv weight is not a private initializer"
+        return f"{op_type} weight is not a private initializer"
     b = None
     if len(p.input) > 2 and p.input[2]:
         b = g.private_constant(p.input[2])
         if b is None:
-            return "Conv bias is not a private initializer"
+            return f"{op_type} bias is not a private initializer"
+    return w, b
+
+
+def _rule_conv(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
+    params = _conv_like_params(g, m, p, "Conv")
+    if isinstance(params, str):
+        return params
+    w, b = params
     if w.shape[0] != m.s.shape[0]:
         return "channel count mismatch"
 
@@ -203,18 +214,10 @@ def _rule_conv(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
 
 
 def _rule_conv_transpose(g: _Graph, m: _Match, p: NodeProto) -> Rewrite | str:
-    if p.op_type != "ConvTranspose" or p.domain not in ("", "ai.onnx"):
-        return "not a ConvTranspose"
-    if m.attrs.data_layout.value != "NCHW":
-        return "NHWC InplaceABN after ConvTranspose"
-    w = g.private_constant(p.input[1])
-    if w is None:
-        return "ConvTranspose weight is not a private initializer"
-    b = None
-    if len(p.input) > 2 and p.input[2]:
-        b = g.private_constant(p.input[2])
-        if b is None:
-            return "ConvTranspose bias is not a private initializer"
+    params = _conv_like_params(g, m, p, "ConvTranspose")
+    if isinstance(params, str):
+        return params
+    w, b = params
     group = next((a.i for a in p.attribute if a.name == "group"), 1)
     c_in, m_per_group = w.shape[0], w.shape[1]
     if c_in % group or m_per_group * group != m.s.shape[0]:
