@@ -102,7 +102,6 @@ def _median_time(fn: Callable[[], object], repeat: int) -> float:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build a small conv net with InplaceABN nodes, run it through onnxruntime, time it."""
     from .examples import conv_net_model
-    from .op.reference import inplace_abn_reference  # noqa: F401 - documents the oracle used below
 
     model = conv_net_model(acts=("leaky_relu", "elu", "identity"), seed=0)
     nodes = [n for n in model.graph.node if is_inplace_abn(n)]

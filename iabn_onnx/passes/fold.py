@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
+from onnx import GraphProto, NodeProto, helper, numpy_helper
 
+from ..graph import fresh_name, subgraphs
 from ..op.schema import DOMAIN, Activation, InplaceABNAttrs, InplaceABNError, is_inplace_abn, node_display_name
 
 
@@ -58,8 +59,9 @@ class FoldReport:
 class _Graph:
     """Indexes over one graph for matching and rewriting."""
 
-    def __init__(self, graph: GraphProto) -> None:
+    def __init__(self, graph: GraphProto, ranks: dict[str, int]) -> None:
         self.graph = graph
+        self.ranks = ranks  # rank of each value shape inference could type
         self.inits = {i.name: i for i in graph.initializer}
         self.graph_inputs = {i.name for i in graph.input}
         self.graph_outputs = {o.name for o in graph.output}
@@ -70,7 +72,7 @@ class _Graph:
                 self.producer[o] = node
             for i in node.input:
                 self.uses[i] += 1
-        for g in _subgraphs(graph):
+        for g in subgraphs(graph):
             for node in g.node:
                 for i in node.input:
                     self.uses[i] += 1
@@ -87,38 +89,16 @@ class _Graph:
         return self.constant(name) if self.uses[name] == 1 else None
 
     def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return fresh_name(self.names, base)
 
     def fresh_node(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.node_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.node_names.add(name)
-        return name
+        return fresh_name(self.node_names, base)
 
     def add_init(self, base: str, array: np.ndarray) -> str:
         name = self.fresh(base)
         self.graph.initializer.append(numpy_helper.from_array(array, name))
         self.inits[name] = self.graph.initializer[-1]
         return name
-
-
-def _subgraphs(graph: GraphProto):
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield attr.g
-                yield from _subgraphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield g
-                    yield from _subgraphs(g)
 
 
 @dataclass(frozen=True)
@@ -321,7 +301,7 @@ PRODUCER_RULES = (_rule_conv, _rule_conv_transpose, _rule_gemm, _rule_matmul)
 
 
 def _rank(g: _Graph, name: str) -> int | None:
-    return g.ranks.get(name) if hasattr(g, "ranks") else None
+    return g.ranks.get(name)
 
 
 def _set_inputs(p: NodeProto, g: _Graph, w: np.ndarray, b: np.ndarray, wi: int, bi: int, m: _Match) -> None:
@@ -399,9 +379,7 @@ def fold_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldRepor
     out.CopyFrom(model)
     report = FoldReport()
     graph = out.graph
-    ranks = _infer_ranks(out)
-    g = _Graph(graph)
-    g.ranks = ranks  # type: ignore[attr-defined]
+    g = _Graph(graph, _infer_ranks(out))
     for node in list(graph.node):
         if not is_inplace_abn(node):
             continue
@@ -412,12 +390,10 @@ def fold_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldRepor
         x, y = node.input[0], node.output[0]
         new_nodes: list[NodeProto] | None = None
         producer = g.producer.get(x)
-        reasons = []
         if producer is not None and _sole_consumer_ok(g, x) is None:
             for rule in PRODUCER_RULES:
                 result = rule(g, m, producer)
                 if isinstance(result, str):
-                    reasons.append(result)
                     continue
                 how = result()
                 if m.attrs.act is Activation.IDENTITY:
@@ -429,7 +405,7 @@ def fold_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldRepor
                 break
         if new_nodes is None:
             z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
-            affine = _per_channel_nodes(g, m, x, z, ranks.get(x))
+            affine = _per_channel_nodes(g, m, x, z, _rank(g, x))
             if isinstance(affine, str):
                 report.left.append((m.name, affine))
                 continue
@@ -485,7 +461,7 @@ def _cleanup(model: onnx.ModelProto) -> None:
     used: set[str] = set()
     for n in graph.node:
         used.update(n.input)
-    for sg in _subgraphs(graph):
+    for sg in subgraphs(graph):
         for n in sg.node:
             used.update(n.input)
     used.update(o.name for o in graph.output)
@@ -498,7 +474,7 @@ def _cleanup(model: onnx.ModelProto) -> None:
     vis = [v for v in graph.value_info if v.name in produced]
     del graph.value_info[:]
     graph.value_info.extend(vis)
-    still_custom = any(n.domain == DOMAIN for g in [graph, *_subgraphs(graph)] for n in g.node)
+    still_custom = any(n.domain == DOMAIN for g in [graph, *subgraphs(graph)] for n in g.node)
     if not still_custom:
         funcs = [f for f in model.functions if f.domain != DOMAIN]
         del model.functions[:]
@@ -509,5 +485,3 @@ def _cleanup(model: onnx.ModelProto) -> None:
 
 
 __all__ = ["PRODUCER_RULES", "FoldReport", "fold", "fold_with_report", "plan_fold"]
-
-_ = TensorProto  # re-exported type names used in docs

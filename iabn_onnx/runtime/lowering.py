@@ -29,6 +29,7 @@ from iabn_onnx.custom_ops.registration import (
     TRAINING_OP,
     encode_config,
 )
+from iabn_onnx.graph import fresh_name, subgraphs
 from iabn_onnx.op.schema import (
     DOMAIN,
     INPUT_NAMES,
@@ -111,13 +112,7 @@ def check_node(node: NodeProto, table: dict[str, TensorInfo]) -> LoweredNode:
 
 def _graphs(graph: GraphProto) -> Iterator[GraphProto]:
     yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
+    yield from subgraphs(graph)
 
 
 class _Namer:
@@ -131,12 +126,7 @@ class _Namer:
             self.used.update(i.name for i in g.input)
 
     def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.used:
-            k += 1
-            name = f"{base}_{k}"
-        self.used.add(name)
-        return name
+        return fresh_name(self.used, base)
 
 
 def lower(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[LoweredNode]]:
