@@ -1,6 +1,7 @@
 """iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime."""
 
 from .exporters.convert import convert
+from .exporters.torch_export import export_torch
 from .op.reference import inplace_abn_reference
 from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
 from .passes.fold import fold
@@ -19,6 +20,7 @@ __all__ = [
     "InplaceABNError",
     "ModelLoadError",
     "convert",
+    "export_torch",
     "fold",
     "inplace_abn_reference",
     "load_model",
