@@ -1,5 +1,6 @@
 """iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime."""
 
+from . import fluid
 from .exporters.convert import convert
 from .exporters.torch_export import export_torch
 from .op.reference import inplace_abn_reference
@@ -21,6 +22,7 @@ __all__ = [
     "ModelLoadError",
     "convert",
     "export_torch",
+    "fluid",
     "fold",
     "inplace_abn_reference",
     "load_model",

@@ -64,8 +64,11 @@ def random_feed(session: InferenceSession, batch: int = 1, seed: int = 0) -> dic
     rng = np.random.default_rng(seed)
     feed = {}
     type_map = {
-        "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-        "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+        "tensor(float)": np.float32,
+        "tensor(double)": np.float64,
+        "tensor(float16)": np.float16,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
     }
     for inp in session.get_inputs():
         shape = [d if isinstance(d, int) else batch for d in inp.shape]
@@ -84,8 +87,10 @@ def _summary(name: str, arr: np.ndarray) -> str:
     if a.size == 0 or not np.issubdtype(a.dtype, np.number):
         return f"  {name}: shape={list(a.shape)} dtype={a.dtype}"
     f = a.astype(np.float64)
-    return (f"  {name}: shape={list(a.shape)} dtype={a.dtype} mean={np.nanmean(f):.6g} std={np.nanstd(f):.6g} "
-            f"min={np.nanmin(f):.6g} max={np.nanmax(f):.6g} nan={int(np.isnan(f).sum())}")
+    return (
+        f"  {name}: shape={list(a.shape)} dtype={a.dtype} mean={np.nanmean(f):.6g} std={np.nanstd(f):.6g} "
+        f"min={np.nanmin(f):.6g} max={np.nanmax(f):.6g} nan={int(np.isnan(f).sum())}"
+    )
 
 
 def _median_time(fn: Callable[[], object], repeat: int) -> float:
@@ -178,8 +183,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         _, lowered = lower(model)
         for info in lowered:
             a = info.attrs
-            print(f"  {info.name}: act={a.act.value} alpha={a.act_alpha:g} eps={a.epsilon:g} "
-                  f"training_mode={a.training_mode} layout={a.data_layout.value}")
+            print(
+                f"  {info.name}: act={a.act.value} alpha={a.act_alpha:g} eps={a.epsilon:g} "
+                f"training_mode={a.training_mode} layout={a.data_layout.value}"
+            )
     except InplaceABNError as exc:
         problems.append(str(exc))
     if not problems:

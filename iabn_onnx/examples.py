@@ -130,16 +130,23 @@ def conv_net_model(
         w = init(f"conv{i}.weight", rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in))
         b = init(f"conv{i}.bias", rng.standard_normal(c_out) * 0.1)
         stride = 2 if i % 2 else 1
-        nodes.append(helper.make_node("Conv", [x, w, b], [f"conv{i}"], name=f"conv{i}", pads=[1, 1, 1, 1],
-                                      strides=[stride, stride]))
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, w, b], [f"conv{i}"], name=f"conv{i}", pads=[1, 1, 1, 1], strides=[stride, stride]
+            )
+        )
         y = f"conv{i}"
         if data_layout == "NHWC":
             nodes.append(helper.make_node("Transpose", [y], [f"conv{i}_nhwc"], name=f"to_nhwc{i}", perm=[0, 2, 3, 1]))
             y = f"conv{i}_nhwc"
         p = random_params(c_out, dtype, seed + i + 1)
         names = [init(f"abn{i}.{k}", v) for k, v in p.items()]
-        attrs = InplaceABNAttrs(act=act, act_alpha=0.01 if act == "leaky_relu" else 1.0,
-                                data_layout=data_layout, training_mode=training_mode)
+        attrs = InplaceABNAttrs(
+            act=act,
+            act_alpha=0.01 if act == "leaky_relu" else 1.0,
+            data_layout=data_layout,
+            training_mode=training_mode,
+        )
         outs = [f"abn{i}"] + ([f"abn{i}.running_mean", f"abn{i}.running_var"] if training_mode else [])
         nodes.append(make_node([y, *names], outs, attrs, name=f"abn{i}"))
         x = f"abn{i}"
@@ -158,7 +165,10 @@ def conv_net_model(
     fc_outs = ["Y"] + (["abn_fc.running_mean", "abn_fc.running_var"] if training_mode else [])
     nodes.append(make_node(["fc", *names], fc_outs, fc_attrs, name="abn_fc"))
     graph = helper.make_graph(
-        nodes, "conv_net", [helper.make_tensor_value_info("X", elem, ["N", 3, image, image])],
-        [helper.make_tensor_value_info("Y", elem, ["N", 10])], inits,
+        nodes,
+        "conv_net",
+        [helper.make_tensor_value_info("X", elem, ["N", 3, image, image])],
+        [helper.make_tensor_value_info("Y", elem, ["N", 10])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])

@@ -86,8 +86,13 @@ MODEL_CASES = {
 RUN_CASES = {
     "fed_scale_wrong_length": (
         _dynamic_params,
-        {"X": X, "scale": np.ones(5, np.float32), "B": np.ones(4, np.float32),
-         "mean": np.ones(4, np.float32), "var": np.ones(4, np.float32)},
+        {
+            "X": X,
+            "scale": np.ones(5, np.float32),
+            "B": np.ones(4, np.float32),
+            "mean": np.ones(4, np.float32),
+            "var": np.ones(4, np.float32),
+        },
         "scale",
     ),
     "fed_x_rank1": (_dynamic_x, {"X": np.ones(4, np.float32)}, "rank"),

@@ -21,9 +21,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: np.dtype | typ
     dtype = np.dtype(dtype or np.asarray(actual).dtype)
     rtol, atol = TOLERANCES[dtype]
     assert np.asarray(actual).shape == np.asarray(expected).shape
-    np.testing.assert_allclose(
-        np.asarray(actual, np.float64), np.asarray(expected, np.float64), rtol=rtol, atol=atol
-    )
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64), rtol=rtol, atol=atol)
 
 
 def rng(seed: int = 0) -> np.random.Generator:

@@ -11,10 +11,19 @@ from iabn_onnx.examples import ONNX_OPSET, random_params
 from iabn_onnx.op.schema import make_node, opset_import
 
 
-def producer_model(kind: str, act: str, dtype, layout: str = "NCHW", seed: int = 0,
-                   shared_weight: bool = False, second_consumer: bool = False, producer_is_output: bool = False,
-                   training: int = 0, params_as_inputs: bool = False,
-                   group: int = 2) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+def producer_model(
+    kind: str,
+    act: str,
+    dtype,
+    layout: str = "NCHW",
+    seed: int = 0,
+    shared_weight: bool = False,
+    second_consumer: bool = False,
+    producer_is_output: bool = False,
+    training: int = 0,
+    params_as_inputs: bool = False,
+    group: int = 2,
+) -> tuple[onnx.ModelProto, tuple[int, ...]]:
     rng = np.random.default_rng(seed)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     inits, nodes = [], []
@@ -26,17 +35,31 @@ def producer_model(kind: str, act: str, dtype, layout: str = "NCHW", seed: int =
     c = 6
     if kind == "Conv":
         x_shape = (2, 4, 5, 5)
-        nodes.append(helper.make_node("Conv", ["X", init("W", rng.standard_normal((c, 2, 3, 3))),
-                                                init("b", rng.standard_normal(c))], ["P"], name="prod", group=2,
-                                      pads=[1, 1, 1, 1]))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                ["X", init("W", rng.standard_normal((c, 2, 3, 3))), init("b", rng.standard_normal(c))],
+                ["P"],
+                name="prod",
+                group=2,
+                pads=[1, 1, 1, 1],
+            )
+        )
     elif kind == "ConvNoBias":
         x_shape = (2, 4, 5, 5)
         nodes.append(helper.make_node("Conv", ["X", init("W", rng.standard_normal((c, 4, 1, 1)))], ["P"], name="prod"))
     elif kind == "ConvTranspose":
         x_shape = (2, 4, 3, 3)
-        nodes.append(helper.make_node("ConvTranspose", ["X", init("W", rng.standard_normal((4, c // group, 2, 2))),
-                                                         init("b", rng.standard_normal(c))], ["P"], name="prod",
-                                      group=group, strides=[2, 2]))
+        nodes.append(
+            helper.make_node(
+                "ConvTranspose",
+                ["X", init("W", rng.standard_normal((4, c // group, 2, 2))), init("b", rng.standard_normal(c))],
+                ["P"],
+                name="prod",
+                group=group,
+                strides=[2, 2],
+            )
+        )
     elif kind.startswith("Gemm"):
         x_shape = (3, 5)
         trans_a, trans_b = int("A" in kind[4:]), int("B" in kind[4:])
@@ -46,8 +69,9 @@ def producer_model(kind: str, act: str, dtype, layout: str = "NCHW", seed: int =
         ins = ["X", init("W", w)]
         if "C" in kind[4:]:
             ins.append(init("b", rng.standard_normal((1, c))))
-        nodes.append(helper.make_node("Gemm", ins, ["P"], name="prod", transA=trans_a, transB=trans_b,
-                                      alpha=0.7, beta=1.3))
+        nodes.append(
+            helper.make_node("Gemm", ins, ["P"], name="prod", transA=trans_a, transB=trans_b, alpha=0.7, beta=1.3)
+        )
     elif kind in ("MatMul", "MatMulAdd"):
         x_shape = (2, 3, 5)
         out = "P" if kind == "MatMul" else "M"

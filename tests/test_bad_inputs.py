@@ -50,7 +50,7 @@ def _run(kind: str, case: str) -> dict:
     proc = run_isolated(PROGRAM.format(root=str(ROOT), kind=kind, case=case))
     assert proc.returncode == 0, f"process died (rc={proc.returncode}): {proc.stderr[-2000:]}"
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
@@ -84,6 +84,7 @@ def test_bad_files_raise(tmp_path, content, error):
     path = tmp_path / "bad.onnx"
     if content == "truncated":
         from iabn_onnx.examples import single_node_model
+
         data = single_node_model((2, 4, 3))[0].SerializeToString()
         content = data[: len(data) // 2]
     path.write_bytes(content)

@@ -14,13 +14,16 @@ from iabn_onnx.exporters.convert import convert_with_report
 from tests.conftest import assert_close, rng
 
 
-def bn_model(act: str | None, alpha: float = 0.1, params_as_inputs=False, extra_consumer=False, epsilon=1e-5,
-             dtype=np.float32):
+def bn_model(
+    act: str | None, alpha: float = 0.1, params_as_inputs=False, extra_consumer=False, epsilon=1e-5, dtype=np.float32
+):
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     p = random_params(6, dtype, 3)
     names = [f"bn.{k}" for k in p]
-    nodes = [helper.make_node("Conv", ["X", "w"], ["c"], name="conv"),
-             helper.make_node("BatchNormalization", ["c", *names], ["z"], name="bn", epsilon=epsilon)]
+    nodes = [
+        helper.make_node("Conv", ["X", "w"], ["c"], name="conv"),
+        helper.make_node("BatchNormalization", ["c", *names], ["z"], name="bn", epsilon=epsilon),
+    ]
     outputs = ["Y"]
     if act:
         nodes.append(helper.make_node(act, ["z"], ["Y"], name="act", alpha=alpha))
@@ -35,8 +38,9 @@ def bn_model(act: str | None, alpha: float = 0.1, params_as_inputs=False, extra_
         inputs += [helper.make_tensor_value_info(n, elem, [6]) for n in names]
     else:
         inits += [numpy_helper.from_array(v, n) for n, v in zip(names, p.values())]
-    graph = helper.make_graph(nodes, "bn", inputs,
-                              [helper.make_tensor_value_info(o, elem, ["N", 6, 4, 4]) for o in outputs], inits)
+    graph = helper.make_graph(
+        nodes, "bn", inputs, [helper.make_tensor_value_info(o, elem, ["N", 6, 4, 4]) for o in outputs], inits
+    )
     feed_params = dict(zip(names, p.values())) if params_as_inputs else {}
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), feed_params
 

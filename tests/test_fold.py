@@ -34,7 +34,6 @@ def _run_plain(model, feed, dtype, kind):
 
 def _run_ours(model, feed, dtype, kind):
     if dtype == np.float64 and kind in NO_ORT_F64:
-
         # producer in the reference evaluator, InplaceABN by our reference
         return _reference_eval_with_iabn(model, feed)
     return iabn_onnx.InferenceSession(model).run(None, feed)

@@ -34,8 +34,12 @@ def test_hand_computed_elu_and_training():
 def _onnx_bn_act(x, params, attrs, training):
     nodes = [
         helper.make_node(
-            "BatchNormalization", ["x", "s", "b", "m", "v"], ["z", "rm", "rv"] if training else ["z"],
-            epsilon=attrs.epsilon, momentum=attrs.momentum, training_mode=int(training),
+            "BatchNormalization",
+            ["x", "s", "b", "m", "v"],
+            ["z", "rm", "rv"] if training else ["z"],
+            epsilon=attrs.epsilon,
+            momentum=attrs.momentum,
+            training_mode=int(training),
         )
     ]
     if attrs.act.value == "leaky_relu":
@@ -46,7 +50,9 @@ def _onnx_bn_act(x, params, attrs, training):
         nodes.append(helper.make_node("Identity", ["z"], ["y"]))
     outs = ["y", "rm", "rv"] if training else ["y"]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(n, 11, None) for n in "xsbmv"],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, 11, None) for n in "xsbmv"],
         [helper.make_tensor_value_info(n, 11, None) for n in outs],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])

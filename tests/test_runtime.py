@@ -38,8 +38,9 @@ def _run(model, params, x, constant):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("rank", [2, 3, 4, 5], ids=lambda r: f"rank{r}")
 def test_matches_reference(rank, layout, act, dtype, training, constant):
-    attrs = InplaceABNAttrs(act=act, act_alpha=0.2, epsilon=1e-4, momentum=0.7,
-                            training_mode=training, data_layout=layout)
+    attrs = InplaceABNAttrs(
+        act=act, act_alpha=0.2, epsilon=1e-4, momentum=0.7, training_mode=training, data_layout=layout
+    )
     shape = _shape(rank, layout)
     model, params = single_node_model(shape, attrs, dtype, constant_params=constant, seed=rank)
     x = rng(rank).standard_normal(shape).astype(dtype)
@@ -59,8 +60,9 @@ def test_matches_onnxruntime_native_ops(act, layout):
     attrs = InplaceABNAttrs(act=act, act_alpha=0.1, data_layout=layout)
     shape = (4, 16, 9, 8) if layout == "NCHW" else (4, 9, 8, 16)
     model, params = single_node_model(shape, attrs)
-    native = ort.InferenceSession(native_equivalent(shape, attrs, params).SerializeToString(),
-                                  providers=["CPUExecutionProvider"])
+    native = ort.InferenceSession(
+        native_equivalent(shape, attrs, params).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     x = rng(3).standard_normal(shape).astype(np.float32)
     (ours,) = iabn_onnx.InferenceSession(model).run(None, {"X": x})
     (theirs,) = native.run(None, {"X": x})
@@ -69,8 +71,9 @@ def test_matches_onnxruntime_native_ops(act, layout):
 
 def test_float64_exact_attributes_beyond_six_digits():
     """Float attributes reach Python ops rounded to 6 digits; our path keeps the float32 value exactly."""
-    attrs = InplaceABNAttrs(act="elu", act_alpha=0.123456789, epsilon=1.23456789e-4, momentum=0.987654321,
-                            training_mode=1)
+    attrs = InplaceABNAttrs(
+        act="elu", act_alpha=0.123456789, epsilon=1.23456789e-4, momentum=0.987654321, training_mode=1
+    )
     model, params = single_node_model((4, 5, 3), attrs, np.float64)
     x = rng(5).standard_normal((4, 5, 3)) * 3
     stored = {a.name: a.f for a in model.graph.node[0].attribute if a.type == onnx.AttributeProto.FLOAT}
@@ -143,8 +146,9 @@ def test_zero_size_batch_inference_gives_empty_output():
 def test_nan_and_inf_propagate_like_batchnormalization():
     attrs = InplaceABNAttrs(act="leaky_relu", act_alpha=0.1)
     model, params = single_node_model((1, 3, 2), attrs)
-    native = ort.InferenceSession(native_equivalent((1, 3, 2), attrs, params).SerializeToString(),
-                                  providers=["CPUExecutionProvider"])
+    native = ort.InferenceSession(
+        native_equivalent((1, 3, 2), attrs, params).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     x = np.array([[[np.nan, 1.0], [np.inf, -np.inf], [0.0, 2.0]]], np.float32)
     (ours,) = iabn_onnx.InferenceSession(model).run(None, {"X": x})
     (theirs,) = native.run(None, {"X": x})

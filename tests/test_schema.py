@@ -41,4 +41,10 @@ def test_attributes_are_float32_truth_and_validated():
 def test_defaults_documented():
     a = InplaceABNAttrs()
     assert (a.epsilon, a.momentum, a.act.value, a.act_alpha, a.training_mode, a.data_layout.value) == (
-        float(np.float32(1e-5)), float(np.float32(0.9)), "identity", 1.0, 0, "NCHW")
+        float(np.float32(1e-5)),
+        float(np.float32(0.9)),
+        "identity",
+        1.0,
+        0,
+        "NCHW",
+    )

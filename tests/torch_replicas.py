@@ -47,8 +47,16 @@ def _reference_inplace_abn(x, weight, bias, running_mean, running_var, training,
 class ABN(nn.Module):
     """mapillary inplace_abn.ABN: BatchNorm + activation (plain weight)."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 activation="leaky_relu", activation_param=0.01):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        activation="leaky_relu",
+        activation_param=0.01,
+    ):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -105,8 +113,18 @@ class InPlaceABN(ABN):
     def forward(self, x):
         momentum, training = self._get_momentum_and_training()
         running_mean, running_var = self._get_running_stats()
-        return _reference_inplace_abn(x, self.weight, self.bias, running_mean, running_var, training, momentum,
-                                      self.eps, self.activation, self.activation_param)
+        return _reference_inplace_abn(
+            x,
+            self.weight,
+            self.bias,
+            running_mean,
+            running_var,
+            training,
+            momentum,
+            self.eps,
+            self.activation,
+            self.activation_param,
+        )
 
 
 class InPlaceABNSync(InPlaceABN):
@@ -120,8 +138,17 @@ class InPlaceABNSync(InPlaceABN):
 class InplaceAbn(nn.Module):
     """timm.layers.InplaceAbn: act_name / act_param, calls mapillary's inplace_abn."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, apply_act=True,
-                 act_layer="leaky_relu", act_param=0.01, drop_layer=None):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        apply_act=True,
+        act_layer="leaky_relu",
+        act_param=0.01,
+        drop_layer=None,
+    ):
         super().__init__()
         self.num_features = num_features
         self.affine = affine
@@ -139,8 +166,18 @@ class InplaceAbn(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x):
-        return _reference_inplace_abn(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
-                                      self.momentum, self.eps, self.act_name, self.act_param)
+        return _reference_inplace_abn(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self.training,
+            self.momentum,
+            self.eps,
+            self.act_name,
+            self.act_param,
+        )
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:

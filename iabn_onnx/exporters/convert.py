@@ -112,7 +112,10 @@ def convert_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Conver
                 how += f" ({a_node.op_type} alpha={a_alpha:g} is not invertible; kept separate)"
         try:
             iabn_attrs = InplaceABNAttrs(
-                epsilon=eps, momentum=float(attrs.get("momentum", 0.9)), act=act, act_alpha=alpha,
+                epsilon=eps,
+                momentum=float(attrs.get("momentum", 0.9)),
+                act=act,
+                act_alpha=alpha,
                 training_mode=training,
             ).validate(name)
         except InplaceABNError as exc:

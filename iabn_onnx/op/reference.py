@@ -54,3 +54,27 @@ def inplace_abn_reference(
     running_mean = (mean64 * m + batch_mean * (1 - m)).astype(np.asarray(mean).dtype)
     running_var = (var64 * m + batch_var * (1 - m)).astype(np.asarray(var).dtype)
     return y, running_mean, running_var
+
+
+def reference_evaluator(model: object) -> object:
+    """onnx's ReferenceEvaluator with InplaceABN implemented by ``inplace_abn_reference``.
+
+    An independent oracle for whole models: the standard ops run in onnx's
+    reference implementation, the custom node in the float64 reference.
+    """
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    from .schema import DOMAIN, OP_TYPE
+
+    class InplaceABN(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, x, scale, bias, mean, var, **kwargs):  # type: ignore[no-untyped-def]
+            attrs = InplaceABNAttrs.from_node(self.onnx_node)
+            result = inplace_abn_reference(x, scale, bias, mean, var, attrs)
+            outputs = result if isinstance(result, tuple) else (result,)
+            return tuple(outputs[: len(self.onnx_node.output)])
+
+    assert InplaceABN.__name__ == OP_TYPE
+    return ReferenceEvaluator(model, new_ops=[InplaceABN])

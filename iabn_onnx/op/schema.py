@@ -150,9 +150,7 @@ class InplaceABNAttrs:
         for attr in node.attribute:
             spec = _ATTR_SPECS.get(attr.name)
             if spec is None:
-                raise InplaceABNError(
-                    name, f"unknown attribute '{attr.name}' (expected one of {sorted(_ATTR_SPECS)})"
-                )
+                raise InplaceABNError(name, f"unknown attribute '{attr.name}' (expected one of {sorted(_ATTR_SPECS)})")
             if attr.type != spec:
                 raise InplaceABNError(
                     name,

@@ -157,9 +157,7 @@ def _scale_axis(w: np.ndarray, s: np.ndarray, axis: int) -> np.ndarray:
     return w.astype(np.float64) * s.reshape(shape)
 
 
-def _conv_like_params(
-    g: _Graph, m: _Match, p: NodeProto, op_type: str
-) -> tuple[np.ndarray, np.ndarray | None] | str:
+def _conv_like_params(g: _Graph, m: _Match, p: NodeProto, op_type: str) -> tuple[np.ndarray, np.ndarray | None] | str:
     """Weight and optional bias of a Conv/ConvTranspose the node may fold into, or the reason not."""
     if p.op_type != op_type or p.domain not in ("", "ai.onnx"):
         return f"not a {op_type}"

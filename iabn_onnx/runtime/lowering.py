@@ -177,16 +177,20 @@ def _lower_node(node: NodeProto, info: LoweredNode, namer: _Namer) -> list[NodeP
     inputs32 = []
     for name in node.input:
         cast_out = namer.fresh(f"{name}__f32")
-        nodes.append(helper.make_node("Cast", [name], [cast_out], name=namer.fresh(f"{info.name}__cast_in"),
-                                      to=TensorProto.FLOAT))
+        nodes.append(
+            helper.make_node(
+                "Cast", [name], [cast_out], name=namer.fresh(f"{info.name}__cast_in"), to=TensorProto.FLOAT
+            )
+        )
         inputs32.append(cast_out)
     outputs32 = [namer.fresh(f"{o}__f32") for o in outputs]
     kernel = helper.make_node(op_type, inputs32, outputs32, name=node.name, domain=RUNTIME_DOMAIN)
     kernel.attribute.append(helper.make_attribute(CONFIG_ATTR, config))
     nodes.append(kernel)
     for o32, o in zip(outputs32, outputs):
-        nodes.append(helper.make_node("Cast", [o32], [o], name=namer.fresh(f"{info.name}__cast_out"),
-                                      to=TensorProto.FLOAT16))
+        nodes.append(
+            helper.make_node("Cast", [o32], [o], name=namer.fresh(f"{info.name}__cast_out"), to=TensorProto.FLOAT16)
+        )
     return nodes
 
 
