@@ -3,6 +3,7 @@
 from . import fluid
 from .exporters.convert import convert
 from .exporters.torch_export import export_torch
+from .op.function import add_function_fallback
 from .op.reference import inplace_abn_reference
 from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
 from .passes.fold import fold
@@ -20,6 +21,7 @@ __all__ = [
     "InplaceABNAttrs",
     "InplaceABNError",
     "ModelLoadError",
+    "add_function_fallback",
     "convert",
     "export_torch",
     "fluid",

@@ -235,7 +235,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .exporters.convert import convert_with_report
 
     model = _load(args.model)
-    converted, report = convert_with_report(model)
+    converted, report = convert_with_report(model, function_fallback=not args.no_function)
     _save_atomic(converted, args.output, args.force, source=args.model)
     for line in report.lines():
         print(line)
@@ -301,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("model")
     v.add_argument("-o", "--output", required=True)
     v.add_argument("--force", action="store_true", help="allow overwriting the input file")
+    v.add_argument(
+        "--no-function",
+        action="store_true",
+        help="do not embed the InplaceABN function (without it, plain onnxruntime cannot run the result)",
+    )
     v.set_defaults(func=cmd_convert)
 
     b = sub.add_parser("bench", help="time a model: plugin vs folded vs an optional baseline")

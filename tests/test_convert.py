@@ -98,3 +98,54 @@ def test_convert_then_fold_roundtrip_is_standard_and_equivalent():
     a = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     b = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     assert_close(b, a, np.float32)
+
+
+def _training_bn_model(act: str | None, outputs: int):
+    model, _ = bn_model(act)
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    bn.attribute.append(helper.make_attribute("training_mode", 1))
+    bn.attribute.append(helper.make_attribute("momentum", 0.8))
+    if outputs == 3:
+        bn.output.extend(["running_mean", "running_var"])
+        model.graph.output.extend(
+            [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [6]) for n in ("running_mean", "running_var")]
+        )
+    return model
+
+
+@pytest.mark.parametrize("outputs", [1, 3], ids=["Y-only", "with-running-stats"])
+@pytest.mark.parametrize("act", [None, "LeakyRelu", "Elu"])
+def test_convert_training_mode_matches_reference_evaluator(act, outputs):
+    """Training-mode BatchNormalization (which inference onnxruntime rejects) -> training-mode InplaceABN."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = _training_bn_model(act, outputs)
+    converted, report = convert_with_report(model)
+    assert len(report.converted) == 1
+    (node,) = [n for n in converted.graph.node if n.op_type == "InplaceABN"]
+    attrs = iabn_onnx.InplaceABNAttrs.from_node(node)
+    assert attrs.training_mode == 1 and attrs.momentum == pytest.approx(0.8)
+    onnx.checker.check_model(converted, full_check=True)
+    feed = {"X": rng(4).standard_normal((3, 3, 4, 4)).astype(np.float32)}
+    want = ReferenceEvaluator(model).run(None, feed)
+    got = iabn_onnx.InferenceSession(converted).run(None, feed)
+    assert len(got) == len(want) == outputs
+    for g, w in zip(got, want):
+        assert_close(g, w, np.float32)
+    # the embedded function gives the same on plain onnxruntime
+    plain = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    for g, w in zip(plain, want):
+        assert_close(g, w, np.float32)
+
+
+def test_convert_notes_function_fallback_and_opt_out():
+    model, _ = bn_model("Elu")
+    converted, report = convert_with_report(model)
+    assert converted.functions and any("function" in line for line in report.lines())
+    bare, _ = convert_with_report(model, function_fallback=False)
+    assert not bare.functions
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    old.opset_import[0].version = 12
+    _, old_report = convert_with_report(old)
+    assert any("opset 12 < 13" in line for line in old_report.lines())

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import NodeProto, helper
 
+from ..op.function import MIN_ONNX_OPSET, add_function_fallback
 from ..op.schema import (
     DOMAIN,
     EPSILON_RANGE,
@@ -40,10 +41,12 @@ from ..op.schema import (
 class ConvertReport:
     converted: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"converted {n}: {how}" for n, how in self.converted]
         out += [f"skipped {n}: {why}" for n, why in self.skipped]
+        out += self.notes
         out.append(f"{len(self.converted)} converted, {len(self.skipped)} skipped")
         return out
 
@@ -55,8 +58,15 @@ def _name(node: NodeProto) -> str:
     return node.name or f"{node.op_type}->{node.output[0]}"
 
 
-def convert_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ConvertReport]:
-    """Return a copy of model with BatchNormalization(+act) replaced by InplaceABN where exact."""
+def convert_with_report(
+    model: onnx.ModelProto, function_fallback: bool = True
+) -> tuple[onnx.ModelProto, ConvertReport]:
+    """Return a copy of model with BatchNormalization(+act) replaced by InplaceABN where exact.
+
+    With ``function_fallback`` (default) the result carries the model-local InplaceABN
+    function, so plain onnxruntime still runs it (needs ONNX opset >= 13; the report says
+    when it was left out).
+    """
     register_schema()
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -133,12 +143,19 @@ def convert_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Conver
     graph.node.extend(new_nodes)
     if report.converted and not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    if report.converted and function_fallback:
+        opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset >= MIN_ONNX_OPSET:
+            out = add_function_fallback(out)
+            report.notes.append("added the model-local InplaceABN function (plain onnxruntime runs the model)")
+        else:
+            report.notes.append(f"no function fallback: ONNX opset {opset} < {MIN_ONNX_OPSET}")
     return out, report
 
 
-def convert(model: onnx.ModelProto) -> onnx.ModelProto:
+def convert(model: onnx.ModelProto, function_fallback: bool = True) -> onnx.ModelProto:
     """Return a copy of model with BatchNormalization(+LeakyRelu/Elu) as InplaceABN nodes."""
-    return convert_with_report(model)[0]
+    return convert_with_report(model, function_fallback)[0]
 
 
 __all__ = ["ConvertReport", "convert", "convert_with_report"]

@@ -41,6 +41,7 @@ from typing import Any
 
 import onnx
 
+from ..op.function import add_function_fallback
 from ..op.schema import DOMAIN, OPSET_VERSION, Activation, InplaceABNAttrs, register_schema
 
 MAPILLARY_ABS_SCALE_CLASSES = frozenset({"InPlaceABN", "InPlaceABNSync"})
@@ -256,6 +257,7 @@ def export_torch(
     f: str | os.PathLike[str] | io.BytesIO | None = None,
     *,
     training: Any = None,
+    function_fallback: bool = True,
     **kwargs: Any,
 ) -> onnx.ModelProto:
     """Export a PyTorch model with InplaceABN modules to ONNX; return the ModelProto.
@@ -266,6 +268,8 @@ def export_torch(
     ``input_names``, ``output_names``, ``opset_version``, ``optimize``.
     A ``custom_translation_table`` you pass is merged with ours. When ``f`` is
     given the model is also saved there. The model is left as it was.
+    With ``function_fallback`` (default) the result carries the model-local InplaceABN
+    function, so plain onnxruntime runs it too.
     """
     torch = _torch()
     register_schema()
@@ -283,6 +287,8 @@ def export_torch(
     _ensure_opset(proto)
     _drop_unused_running_outputs(proto)
     proto.doc_string = f"exported by iabn_onnx.export_torch: {len(specs)} InplaceABN module(s)"
+    if function_fallback:
+        proto = add_function_fallback(proto)
     if f is not None:
         data = proto.SerializeToString()
         if isinstance(f, io.BytesIO):

@@ -53,14 +53,20 @@ initializer = SimpleNamespace(
 )
 
 
-def to_onnx(fetch_list: Sequence[Variable], for_test: bool = False, program: Program | None = None) -> onnx.ModelProto:
+def to_onnx(
+    fetch_list: Sequence[Variable],
+    for_test: bool = False,
+    program: Program | None = None,
+    function_fallback: bool = True,
+) -> onnx.ModelProto:
     """The ONNX model computing ``fetch_list`` from the ``data`` inputs it needs.
 
     ``for_test=True`` turns every inplace_abn layer to inference (moving statistics),
     like Paddle's ``program.clone(for_test=True)``. The result passes
-    ``onnx.checker.check_model(full_check=True)``.
+    ``onnx.checker.check_model(full_check=True)``. With ``function_fallback`` (default)
+    the model carries the InplaceABN function, so plain onnxruntime runs it too.
     """
-    return (program or default_main_program()).to_onnx(fetch_list, for_test)
+    return (program or default_main_program()).to_onnx(fetch_list, for_test, function_fallback)
 
 
 def set_parameters(values: dict[str, np.ndarray], program: Program | None = None) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..op.function import add_function_fallback
 from ..op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, register_schema
 
 ONNX_OPSET = 17
@@ -194,8 +195,10 @@ class Program:
                 raise FluidError(f"parameter {name!r} has shape {old.shape}, got {value.shape}")
             self.parameters[name] = np.ascontiguousarray(value.astype(old.dtype))
 
-    def to_onnx(self, fetch_list: Sequence[Variable], for_test: bool = False) -> onnx.ModelProto:
-        return _to_onnx(self, fetch_list, for_test)
+    def to_onnx(
+        self, fetch_list: Sequence[Variable], for_test: bool = False, function_fallback: bool = True
+    ) -> onnx.ModelProto:
+        return _to_onnx(self, fetch_list, for_test, function_fallback)
 
 
 _default_program = Program()
@@ -223,7 +226,9 @@ def _value_info(var: Variable) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(var.name, elem, dims)
 
 
-def _to_onnx(program: Program, fetch_list: Sequence[Variable], for_test: bool) -> onnx.ModelProto:
+def _to_onnx(
+    program: Program, fetch_list: Sequence[Variable], for_test: bool, function_fallback: bool
+) -> onnx.ModelProto:
     register_schema()
     if not fetch_list:
         raise FluidError("fetch_list is empty: name the variables the model outputs")
@@ -261,5 +266,7 @@ def _to_onnx(program: Program, fetch_list: Sequence[Variable], for_test: bool) -
         opsets.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
     model = helper.make_model(graph, opset_imports=opsets, producer_name="iabn_onnx.fluid")
     model.ir_version = 8
+    if function_fallback:
+        model = add_function_fallback(model)
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -211,6 +211,18 @@ def is_inplace_abn(node: NodeProto) -> bool:
     return node.op_type == OP_TYPE and node.domain == DOMAIN
 
 
+def bound_outputs(node: NodeProto) -> list[str]:
+    """node.output without trailing empty names: ONNX's omitted optional outputs.
+
+    ``["Y", "", ""]`` is ``["Y"]`` (models carrying the function fallback are written that
+    way, because onnxruntime's function inliner wants every function output slot).
+    """
+    outputs = list(node.output)
+    while outputs and not outputs[-1]:
+        outputs.pop()
+    return outputs
+
+
 # -- shape rules ------------------------------------------------------------
 Dim = int | None
 

@@ -37,7 +37,16 @@ import onnx
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
 from ..graph import fresh_name, subgraphs
-from ..op.schema import DOMAIN, Activation, InplaceABNAttrs, InplaceABNError, is_inplace_abn, node_display_name
+from ..op.function import remove_function_fallback
+from ..op.schema import (
+    DOMAIN,
+    Activation,
+    InplaceABNAttrs,
+    InplaceABNError,
+    bound_outputs,
+    is_inplace_abn,
+    node_display_name,
+)
 
 
 @dataclass
@@ -121,7 +130,7 @@ def _check_node(g: _Graph, node: NodeProto) -> _Match | str:
         return f"invalid node: {exc.fault}"
     if attrs.training_mode:
         return "training_mode=1 (batch statistics are computed at run time)"
-    if len(node.input) != 5 or len(node.output) != 1:
+    if len(node.input) != 5 or len(bound_outputs(node)) != 1:
         return "unexpected number of inputs/outputs"
     params = []
     for role, inp in zip(("scale", "B", "mean", "var"), node.input[1:]):
@@ -474,9 +483,7 @@ def _cleanup(model: onnx.ModelProto) -> None:
     graph.value_info.extend(vis)
     still_custom = any(n.domain == DOMAIN for g in [graph, *subgraphs(graph)] for n in g.node)
     if not still_custom:
-        funcs = [f for f in model.functions if f.domain != DOMAIN]
-        del model.functions[:]
-        model.functions.extend(funcs)
+        remove_function_fallback(model)
         imports = [o for o in model.opset_import if o.domain != DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(imports)

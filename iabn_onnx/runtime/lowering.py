@@ -30,6 +30,7 @@ from iabn_onnx.custom_ops.registration import (
     encode_config,
 )
 from iabn_onnx.graph import fresh_name, subgraphs
+from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import (
     DOMAIN,
     INPUT_NAMES,
@@ -37,6 +38,7 @@ from iabn_onnx.op.schema import (
     SUPPORTED_DTYPES,
     InplaceABNAttrs,
     InplaceABNError,
+    bound_outputs,
     is_inplace_abn,
     node_display_name,
     register_schema,
@@ -90,11 +92,14 @@ def check_node(node: NodeProto, table: dict[str, TensorInfo]) -> LoweredNode:
         raise InplaceABNError(
             name, f"needs exactly 5 inputs {list(INPUT_NAMES)}, got {len(node.input)}: {list(node.input)}"
         )
-    n_out = len(node.output)
+    outputs = bound_outputs(node)
+    n_out = len(outputs)
+    if not n_out or not outputs[0]:
+        raise InplaceABNError(name, "output Y is missing")
     if attrs.training_mode == 0 and n_out != 1:
-        raise InplaceABNError(name, f"training_mode=0 has exactly one output (Y), got {n_out}")
-    if attrs.training_mode == 1 and n_out not in (1, 3):
-        raise InplaceABNError(name, f"training_mode=1 has 1 or 3 outputs, got {n_out}")
+        raise InplaceABNError(name, f"training_mode=0 has exactly one output (Y), got {n_out}: {outputs}")
+    if attrs.training_mode == 1 and n_out > 3:
+        raise InplaceABNError(name, f"training_mode=1 has at most 3 outputs, got {n_out}")
     infos = [table.get(i, TensorInfo(None, None)) for i in node.input]
     x_type = infos[0].elem_type
     if x_type is not None and x_type not in SUPPORTED_DTYPES:
@@ -157,6 +162,7 @@ def lower(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[LoweredNode]]:
         graph.node.extend(new_nodes)
     if report:
         _set_opset(lowered, RUNTIME_DOMAIN, 1)
+    remove_function_fallback(lowered)  # no InplaceABN node is left to call it
     return lowered, report
 
 
@@ -164,9 +170,11 @@ def _lower_node(node: NodeProto, info: LoweredNode, namer: _Namer) -> list[NodeP
     attrs = info.attrs
     training = attrs.training_mode == 1
     op_type = TRAINING_OP if training else INFERENCE_OP
-    outputs = list(node.output)
-    if training and len(outputs) == 1:
-        outputs += [namer.fresh(f"{outputs[0]}__running_mean"), namer.fresh(f"{outputs[0]}__running_var")]
+    outputs = bound_outputs(node)
+    if training:  # the runtime op has fixed arity: name the omitted running-statistics outputs
+        outputs += [""] * (3 - len(outputs))
+        suffixes = ("", "__running_mean", "__running_var")
+        outputs = [o or namer.fresh(f"{outputs[0]}{suffixes[i]}") for i, o in enumerate(outputs)]
     config = encode_config(info.name, attrs)
     if info.dtype != TensorProto.FLOAT16:
         kernel = helper.make_node(op_type, list(node.input), outputs, name=node.name, domain=RUNTIME_DOMAIN)
