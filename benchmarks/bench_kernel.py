@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -23,24 +22,8 @@ import iabn_onnx
 from iabn_onnx import InplaceABNAttrs
 from iabn_onnx.examples import native_equivalent, single_node_model
 
-
-def block_medians(fns: dict[str, callable], repeat: int, blocks: int = 5, warmup: int = 3) -> dict[str, float]:
-    """Median per-call time of each function, timed in alternating blocks.
-
-    Blocks (rather than call-by-call interleaving) keep one session's spinning
-    thread pool from stealing the cores of the next call of the other.
-    """
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    per_block = max(1, repeat // blocks)
-    for _ in range(blocks):
-        for k, fn in fns.items():
-            for _ in range(warmup):
-                fn()
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.timing import block_medians
 
 
 def compare(shape: tuple[int, ...], training: bool, repeat: int) -> dict[str, float]:
@@ -53,12 +36,15 @@ def compare(shape: tuple[int, ...], training: bool, repeat: int) -> dict[str, fl
     )
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     feed = {"X": x}
-    med = block_medians(
-        {"ours": lambda: ours.run(None, feed), "native": lambda: native.run(None, feed)}, repeat
-    )
-    return {"shape": list(shape), "training_mode": int(training), "ours_s": med["ours"],
-            "native_inference_s": med["native"], "ratio": med["ours"] / med["native"],
-            "delta_us": (med["ours"] - med["native"]) * 1e6}
+    med = block_medians({"ours": lambda: ours.run(None, feed), "native": lambda: native.run(None, feed)}, repeat)
+    return {
+        "shape": list(shape),
+        "training_mode": int(training),
+        "ours_s": med["ours"],
+        "native_inference_s": med["native"],
+        "ratio": med["ours"] / med["native"],
+        "delta_us": (med["ours"] - med["native"]) * 1e6,
+    }
 
 
 COLD_START = """
@@ -96,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     for label, r, key, goal in rows:
         fig = f"{r[key]:.2f}x" if key == "ratio" else f"+{r[key]:.1f} us"
         goal_s = f"<={goal}x" if key == "ratio" else f"<=+{goal}us"
-        print(f"{label:44s} {r['ours_s']*1e3:8.3f}ms {r['native_inference_s']*1e3:8.3f}ms {fig:>14s} {goal_s:>8s}")
+        print(f"{label:44s} {r['ours_s'] * 1e3:8.3f}ms {r['native_inference_s'] * 1e3:8.3f}ms {fig:>14s} {goal_s:>8s}")
         results["rows"].append({"case": label, **r, "goal_key": key, "goal": goal})
     print(f"cold start (import, session, first run, fresh process): {results['cold_start_s']:.2f} s (goal <= 3 s)")
     if args.json:

@@ -35,7 +35,7 @@ def test_fold_writes_equivalent_standard_model_and_verifies(model_path, tmp_path
     folded = onnx.load(out)
     assert not any(n.domain == iabn_onnx.DOMAIN for n in folded.graph.node)
     x = rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    want = iabn_onnx.InferenceSession(model_path).run(None, {"X": x})[0]
+    want = iabn_onnx.InferenceSession(model_path, fold_frozen=False).run(None, {"X": x})[0]
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
     assert_close(got, want, np.float32)
 
@@ -55,7 +55,7 @@ def test_run_saves_outputs_matching_session(model_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Y: shape=[3, 10]" in proc.stdout
     with np.load(tmp_path / "out.npz") as out:
-        want = iabn_onnx.InferenceSession(model_path).run(None, {"X": x})[0]
+        want = iabn_onnx.InferenceSession(model_path, fold_frozen=False).run(None, {"X": x})[0]
         assert_close(out["Y"], want, np.float32)
 
 

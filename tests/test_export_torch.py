@@ -32,8 +32,13 @@ def _export(net, example, training=None, **kwargs) -> onnx.ModelProto:
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = iabn_onnx.InferenceSession(model)
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    """The kernel's output (fold_frozen=False); the default session (frozen nodes folded) must agree."""
+    outputs = []
+    for fold_frozen in (False, True):
+        session = iabn_onnx.InferenceSession(model, fold_frozen=fold_frozen)
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    assert_close(outputs[1], outputs[0])
+    return outputs[0]
 
 
 def _conv_block(norm: torch.nn.Module, channels: int = 6) -> torch.nn.Module:

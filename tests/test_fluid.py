@@ -37,7 +37,11 @@ def program():
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return iabn_onnx.InferenceSession(model).run(None, feeds)
+    """The kernel's outputs (fold_frozen=False); the default session (frozen nodes folded) must agree."""
+    kernel = iabn_onnx.InferenceSession(model, fold_frozen=False).run(None, feeds)
+    for a, b in zip(iabn_onnx.InferenceSession(model).run(None, feeds), kernel):
+        assert_close(a, b)
+    return kernel
 
 
 def _abn_nodes(model):

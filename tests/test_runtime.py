@@ -156,3 +156,35 @@ def test_nan_and_inf_propagate_like_batchnormalization():
     finite = np.isfinite(theirs)
     np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-5)
     np.testing.assert_array_equal(ours[~finite & ~np.isnan(theirs)], theirs[~finite & ~np.isnan(theirs)])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("training_mode", [0, 1], ids=["inference", "training"])
+def test_fold_frozen_folds_only_frozen_nodes_after_a_producer(layout, training_mode):
+    """Default sessions fold frozen Conv/Gemm-fed nodes (as onnxruntime folds Conv+BN); the rest use the kernel."""
+    from iabn_onnx.examples import conv_net_model
+    from iabn_onnx.op.reference import reference_evaluator
+
+    model = conv_net_model(
+        acts=("leaky_relu", "elu"), channels=8, image=8, data_layout=layout, training_mode=training_mode
+    )
+    default = iabn_onnx.InferenceSession(model)
+    kernel_only = iabn_onnx.InferenceSession(model, fold_frozen=False)
+    assert [n.name for n in kernel_only.inplace_abn_nodes] == ["abn0", "abn1", "abn_fc"]
+    # NHWC nodes read a Transpose, not the Conv: they stay in the kernel; so does training mode
+    expected_kernel = ["abn0", "abn1"] if layout == "NHWC" else []
+    expected_kernel = ["abn0", "abn1", "abn_fc"] if training_mode else expected_kernel
+    assert [n.name for n in default.inplace_abn_nodes] == expected_kernel
+    x = rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = reference_evaluator(model).run(None, {"X": x})[0]
+    assert_close(default.run(None, {"X": x})[0], want)
+    assert_close(kernel_only.run(None, {"X": x})[0], want)
+
+
+def test_session_options_turn_spinning_off_unless_set():
+    import onnxruntime as ort
+
+    assert iabn_onnx.session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    mine = ort.SessionOptions()
+    mine.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    assert iabn_onnx.session_options(mine).get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
-from ..graph import fresh_name, subgraphs
+from ..graph import fresh_name, infer_shapes_light, subgraphs
 from ..op.function import remove_function_fallback
 from ..op.schema import (
     DOMAIN,
@@ -342,24 +342,24 @@ def _activation_nodes(g: _Graph, m: _Match, z: str, y: str) -> list[NodeProto]:
     act, alpha = m.attrs.act, m.attrs.act_alpha
     if act is Activation.IDENTITY:
         return [helper.make_node("Identity", [z], [y], name=g.fresh_node(f"{m.name}__identity"))]
-    if act is Activation.LEAKY_RELU:
-        return [helper.make_node("LeakyRelu", [z], [y], name=g.fresh_node(f"{m.name}__leaky_relu"), alpha=alpha)]
     if m.dtype != np.float64:
-        return [helper.make_node("Elu", [z], [y], name=g.fresh_node(f"{m.name}__elu"), alpha=alpha)]
-    # onnxruntime's CPU provider has no double Elu: relu(z) + alpha * (exp(min(z, 0)) - 1)
+        op = "LeakyRelu" if act is Activation.LEAKY_RELU else "Elu"
+        return [helper.make_node(op, [z], [y], name=g.fresh_node(f"{m.name}__{act.value}"), alpha=alpha)]
+    # onnxruntime's CPU provider has no double LeakyRelu or Elu:
+    #   leaky_relu(z) = relu(z) + alpha * min(z, 0)
+    #   elu(z)        = relu(z) + alpha * (exp(min(z, 0)) - 1)
     zero = g.add_init(f"{m.name}__zero", np.zeros((), np.float64))
-    one = g.add_init(f"{m.name}__one", np.ones((), np.float64))
     a = g.add_init(f"{m.name}__alpha", np.array(alpha, np.float64))
-    names = [g.fresh(f"{m.name}__elu_{k}") for k in ("neg", "exp", "em1", "scaled", "pos")]
-    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{m.name}__elu_{op.lower()}"))
-    return [
-        n("Min", [z, zero], names[0]),
-        n("Exp", [names[0]], names[1]),
-        n("Sub", [names[1], one], names[2]),
-        n("Mul", [names[2], a], names[3]),
-        n("Relu", [z], names[4]),
-        n("Add", [names[4], names[3]], y),
-    ]
+    tag = act.value
+    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{m.name}__{tag}_{op.lower()}"))
+    neg, scaled, pos = (g.fresh(f"{m.name}__{tag}_{k}") for k in ("neg", "scaled", "pos"))
+    if act is Activation.LEAKY_RELU:
+        negative_part = [n("Mul", [neg, a], scaled)]
+    else:
+        one = g.add_init(f"{m.name}__one", np.ones((), np.float64))
+        exp, em1 = g.fresh(f"{m.name}__{tag}_exp"), g.fresh(f"{m.name}__{tag}_em1")
+        negative_part = [n("Exp", [neg], exp), n("Sub", [exp, one], em1), n("Mul", [em1, a], scaled)]
+    return [n("Min", [z, zero], neg), *negative_part, n("Relu", [z], pos), n("Add", [pos, scaled], y)]
 
 
 def _per_channel_nodes(g: _Graph, m: _Match, x: str, z: str, rank: int | None) -> list[NodeProto] | str:
@@ -380,8 +380,12 @@ def _per_channel_nodes(g: _Graph, m: _Match, x: str, z: str, rank: int | None) -
 
 
 # -- driver ------------------------------------------------------------------------------
-def fold_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldReport]:
-    """Fold every foldable InplaceABN node; return the new model and what happened."""
+def fold_with_report(model: onnx.ModelProto, into_producers_only: bool = False) -> tuple[onnx.ModelProto, FoldReport]:
+    """Fold every foldable InplaceABN node; return the new model and what happened.
+
+    ``into_producers_only`` leaves nodes with no producer to fold into (instead of
+    the per-channel Mul+Add); the runtime uses it, the kernel being faster there.
+    """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     report = FoldReport()
@@ -410,6 +414,9 @@ def fold_with_report(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldRepor
                     new_nodes = _activation_nodes(g, m, x, y)
                 report.folded.append((m.name, f"into {how}"))
                 break
+        if new_nodes is None and into_producers_only:
+            report.left.append((m.name, "no Conv/ConvTranspose/Gemm/MatMul producer to fold into"))
+            continue
         if new_nodes is None:
             z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
             affine = _per_channel_nodes(g, m, x, z, _rank(g, x))
@@ -450,10 +457,7 @@ def _replace_node(graph: GraphProto, node: NodeProto, new_nodes: list[NodeProto]
 
 
 def _infer_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        inferred = model
+    inferred = infer_shapes_light(model)
     ranks = {}
     g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:

@@ -12,6 +12,12 @@ float16 nodes are computed in float32: the Python-op bridge cannot take a
 float16 input (it aborts the process), so Cast nodes wrap the kernel.
 A training node with only ``Y`` gets two hidden outputs, because Python
 ops have no optional outputs.
+
+With ``fold_frozen``, after every node has been validated, frozen nodes
+(training_mode=0, constant parameters) whose input comes straight from a
+Conv, ConvTranspose, Gemm or MatMul are folded into that layer first, as
+onnxruntime folds Conv+BatchNormalization: the bridge's two tensor copies
+per node cost more than the node itself. The rest run in the kernel.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from iabn_onnx.custom_ops.registration import (
     TRAINING_OP,
     encode_config,
 )
-from iabn_onnx.graph import fresh_name, subgraphs
+from iabn_onnx.graph import fresh_name, infer_shapes_light, subgraphs
 from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import (
     DOMAIN,
@@ -61,10 +67,7 @@ class TensorInfo:
 
 def _type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """Element types and shapes of every named value onnx can infer."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-    except Exception:
-        inferred = model
+    inferred = infer_shapes_light(model)
     table: dict[str, TensorInfo] = {}
     graph = inferred.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:
@@ -134,8 +137,8 @@ class _Namer:
         return fresh_name(self.used, base)
 
 
-def lower(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[LoweredNode]]:
-    """Return a copy of model whose InplaceABN nodes use the runtime kernels."""
+def lower(model: onnx.ModelProto, fold_frozen: bool = False) -> tuple[onnx.ModelProto, list[LoweredNode]]:
+    """Return a copy of model whose InplaceABN nodes use the runtime kernels (see module doc)."""
     register_schema()
     for imp in model.opset_import:
         if imp.domain == DOMAIN and imp.version != OPSET_VERSION:
@@ -144,7 +147,17 @@ def lower(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[LoweredNode]]:
             )
     table = _type_table(model)
     lowered = onnx.ModelProto()
-    lowered.CopyFrom(model)
+    if fold_frozen:
+        for graph in _graphs(model.graph):  # faults are reported on the model as given
+            for node in graph.node:
+                if is_inplace_abn(node):
+                    check_node(node, table)
+        from ..passes.fold import fold_with_report
+
+        model = fold_with_report(model, into_producers_only=True)[0]
+        lowered = model  # fold returned a fresh copy
+    else:
+        lowered.CopyFrom(model)
     namer = _Namer(lowered)
     report: list[LoweredNode] = []
     for graph in _graphs(lowered.graph):

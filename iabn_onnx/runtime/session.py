@@ -64,12 +64,23 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     return model
 
 
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
+def _config_entry(so: ort.SessionOptions, key: str) -> str | None:
+    try:
+        return so.get_session_config_entry(key)
+    except Exception:  # onnxruntime raises when the key was never set
+        return None
+
+
 def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOptions:
     """SessionOptions with the InplaceABN kernels registered.
 
     Pass your own ``SessionOptions`` to register on it (it is modified and
     returned). Execution mode is set to sequential: kernel faults are
-    reported to the thread that called ``run()``.
+    reported to the thread that called ``run()``. Intra-op thread spinning is
+    turned off unless you set ``session.intra_op.allow_spinning`` yourself.
     """
     registration.register()
     so = options if options is not None else ort.SessionOptions()
@@ -79,6 +90,10 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
             stacklevel=2,
         )
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if _config_entry(so, SPINNING_KEY) is None:
+        # spinning intra-op threads starve the Python kernel, which runs on the calling
+        # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
+        so.add_session_config_entry(SPINNING_KEY, "0")
     if id(so) not in _registered_options:
         so.register_custom_ops_library(registration.library_path())
         _registered_options.add(id(so))
@@ -97,6 +112,13 @@ class InferenceSession:
 
     ``model`` is a path, serialized bytes, or an ``onnx.ModelProto`` (not
     modified). Other arguments are passed to onnxruntime.
+
+    ``fold_frozen`` (default True): frozen nodes (training_mode=0, constant
+    parameters) right after a Conv, ConvTranspose, Gemm or MatMul are folded into
+    that layer at session creation, as onnxruntime itself folds
+    Conv+BatchNormalization; every other node runs in the fused kernel.
+    ``inplace_abn_nodes`` lists the nodes the kernel runs. With
+    ``fold_frozen=False`` the kernel runs every node.
     """
 
     def __init__(
@@ -105,10 +127,11 @@ class InferenceSession:
         sess_options: ort.SessionOptions | None = None,
         providers: Sequence[Any] | None = None,
         provider_options: Sequence[dict[str, Any]] | None = None,
+        fold_frozen: bool = True,
         **kwargs: Any,
     ) -> None:
         source = load_model(model)
-        lowered, self.inplace_abn_nodes = lower(source)
+        lowered, self.inplace_abn_nodes = lower(source, fold_frozen=fold_frozen)
         so = session_options(sess_options)
         if providers is None:
             providers = ["CPUExecutionProvider"]

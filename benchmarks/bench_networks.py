@@ -1,0 +1,274 @@
+"""Real architectures side by side: ResNet-50 and TResNet-M at 224x224, batch 1 and 8.
+
+Variants, all timed in this one process in alternating blocks (medians), onnxruntime
+at ORT_ENABLE_ALL:
+
+* ``torch_eager``      the PyTorch model (BatchNorm2d + LeakyReLU form), CPU, no_grad
+* ``torch_export_opt`` torch.onnx.export(dynamo, optimize=True): BatchNorm folded by torch
+* ``plugin``           iabn_onnx.export_torch of the InplaceABN model, run by iabn_onnx.InferenceSession
+                       (default: frozen nodes after a Conv are folded into it at session creation)
+* ``plugin_kernel_only`` the same model and session with ``fold_frozen=False``: every node in the kernel
+* ``folded``           iabn_onnx.fold(plugin) on plain onnxruntime
+* ``onnxoptimizer``    onnxoptimizer fuse_bn_into_conv on torch's unoptimized (BatchNormalization) export
+* ``onnxslim``         onnxslim.slim on the same unoptimized export
+
+On torch's raw unoptimized export neither tool folds anything (a bias-free Conv gets its
+zero bias from an Expand node, which they do not fold); both get that export after
+onnxscript's constant folding (no BatchNorm fusion), and the JSON records both counts.
+
+Also: what each tool left as BatchNormalization, every variant's max difference from
+torch eager, the fold time, and each variant's peak RSS (a fresh process per variant,
+running batch 8). Writes JSON and a bar chart.
+
+    python benchmarks/bench_networks.py [--networks resnet50 tresnet_m] [--repeat 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+VARIANTS = ["torch_eager", "torch_export_opt", "plugin", "plugin_kernel_only", "folded", "onnxoptimizer", "onnxslim"]
+
+
+def _ort_options() -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+def _session(variant: str, path: str):  # type: ignore[no-untyped-def]
+    if variant.startswith("plugin"):
+        import iabn_onnx
+
+        options = iabn_onnx.session_options(_ort_options())
+        return iabn_onnx.InferenceSession(path, options, fold_frozen=variant == "plugin")
+    return ort.InferenceSession(path, _ort_options(), providers=["CPUExecutionProvider"])
+
+
+def _count(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(n.op_type == op_type for n in model.graph.node)
+
+
+def _constants_folded(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxscript constant folding only (Expand-of-zeros biases become initializers; BN stays)."""
+    import onnxscript.optimizer
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    onnxscript.optimizer.fold_constants(out)
+    return out
+
+
+def export_all(name: str, workdir: Path) -> dict:
+    """Export every ONNX variant of one network to workdir; return facts about them."""
+    import onnxoptimizer
+    import onnxslim
+    import torch
+
+    import iabn_onnx
+    from benchmarks.architectures import build, to_batchnorm
+
+    net = build(name)
+    bn_net = to_batchnorm(net)
+    x = torch.randn(1, 3, 224, 224)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},)
+    facts: dict = {}
+    t0 = time.perf_counter()
+    plugin = iabn_onnx.export_torch(net, (x,), dynamic_shapes=dynamic)
+    facts["export_torch_s"] = time.perf_counter() - t0
+    fold_times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        folded, report = iabn_onnx.passes.fold.fold_with_report(plugin)
+        fold_times.append(time.perf_counter() - t0)
+    facts["fold_s"] = sorted(fold_times)[1]
+    facts["inplace_abn_nodes"] = sum(n.op_type == "InplaceABN" for n in plugin.graph.node)
+    facts["folded_into"] = {}
+    for _, how in report.folded:  # "into Conv 'name'" or "into per-channel Mul + Add"
+        kind = how.removeprefix("into ").split(" '")[0]
+        facts["folded_into"][kind] = facts["folded_into"].get(kind, 0) + 1
+    torch_opt = torch.onnx.export(bn_net, (x,), dynamo=True, optimize=True, dynamic_shapes=dynamic).model_proto
+    torch_raw = torch.onnx.export(bn_net, (x,), dynamo=True, optimize=False, dynamic_shapes=dynamic).model_proto
+    facts["raw_export_batchnorm_left"] = {
+        "onnxoptimizer": _count(onnxoptimizer.optimize(torch_raw, ["fuse_bn_into_conv"]), "BatchNormalization"),
+        "onnxslim": _count(onnxslim.slim(torch_raw), "BatchNormalization"),
+    }
+    torch_bn = _constants_folded(torch_raw)
+    models = {
+        "torch_export_opt": torch_opt,
+        "plugin": plugin,
+        "folded": folded,
+        "onnxoptimizer": onnxoptimizer.optimize(torch_bn, ["fuse_bn_into_conv"]),
+        "onnxslim": onnxslim.slim(torch_bn),
+    }
+    facts["batchnorm_nodes_before"] = _count(torch_bn, "BatchNormalization")
+    facts["batchnorm_nodes_left"] = {k: _count(m, "BatchNormalization") for k, m in models.items()}
+    facts["inplace_abn_nodes_left"] = {k: _count(m, "InplaceABN") for k, m in models.items()}
+    for key, model in models.items():
+        onnx.save(model, str(workdir / f"{name}.{key}.onnx"))
+    torch.save(bn_net, workdir / f"{name}.torch_eager.pt")
+    return facts
+
+
+def time_network(name: str, workdir: Path, batch: int, repeat: int) -> dict:
+    import torch
+
+    from benchmarks.timing import block_medians
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    bn_net = torch.load(workdir / f"{name}.torch_eager.pt", weights_only=False)
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        reference = bn_net(xt).numpy()
+    calls, diffs = {}, {}
+
+    def eager() -> object:
+        with torch.no_grad():
+            return bn_net(xt)
+
+    calls["torch_eager"] = eager
+    for variant in VARIANTS[1:]:
+        session = _session(variant, _model_path(workdir, name, variant))
+        feed = {session.get_inputs()[0].name: x}
+        diffs[variant] = float(np.max(np.abs(session.run(None, feed)[0] - reference)))
+        calls[variant] = (lambda s, f: lambda: s.run(None, f))(session, feed)
+    medians = block_medians(calls, repeat, blocks=min(5, repeat), warmup=1)
+    base = medians["torch_export_opt"]
+    return {
+        "batch": batch,
+        "median_s": medians,
+        "ratio_to_torch_export_opt": {k: v / base for k, v in medians.items()},
+        "max_abs_diff_vs_eager": diffs,
+        "reference_max_abs": float(np.max(np.abs(reference))),
+    }
+
+
+RSS_CHILD = """
+import resource, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+variant, path, batch = {variant!r}, {path!r}, {batch}
+x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+if variant == "torch_eager":
+    import torch
+    net = torch.load(path, weights_only=False)
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.from_numpy(x))
+else:
+    from benchmarks.bench_networks import _session
+    s = _session(variant, path)
+    for _ in range(3):
+        s.run(None, {{s.get_inputs()[0].name: x}})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def _model_path(workdir: Path, name: str, variant: str) -> str:
+    if variant == "torch_eager":
+        return str(workdir / f"{name}.torch_eager.pt")
+    return str(workdir / f"{name}.{variant.removesuffix('_kernel_only')}.onnx")
+
+
+def peak_rss_mb(name: str, workdir: Path, variant: str, batch: int) -> float:
+    code = RSS_CHILD.format(root=str(ROOT), variant=variant, path=_model_path(workdir, name, variant), batch=batch)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(net, run["batch"], run) for net, r in results["networks"].items() for run in r["runs"]]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(VARIANTS)
+    for i, variant in enumerate(VARIANTS):
+        ratios = [run["ratio_to_torch_export_opt"][variant] for _, _, run in groups]
+        ax.bar([g + i * width for g in range(len(groups))], ratios, width, label=variant)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{net}\nbatch {b}" for net, b, _ in groups])
+    ax.set_ylabel("median latency / torch export (BN folded)")
+    ax.set_title("ResNet-50 and TResNet-M, 224x224, onnxruntime CPU (lower is better)")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "onnx": onnx.__version__,
+        "torch": torch.__version__,
+        "peak_rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--networks", nargs="+", default=["resnet50", "tresnet_m"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--repeat", type=int, default=10, help="timed calls per variant (batch 8 uses half)")
+    ap.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS processes")
+    ap.add_argument("--json", default=str(RESULTS / "networks.json"))
+    ap.add_argument("--png", default=str(RESULTS / "networks.png"))
+    args = ap.parse_args(argv)
+    results: dict = {"networks": {}}
+    with tempfile.TemporaryDirectory(prefix="iabn_bench_") as tmp:
+        workdir = Path(tmp)
+        for name in args.networks:
+            facts = export_all(name, workdir)
+            runs = [time_network(name, workdir, b, max(3, args.repeat // (2 if b > 1 else 1))) for b in args.batches]
+            rss = {}
+            if not args.no_rss:
+                rss = {v: peak_rss_mb(name, workdir, v, max(args.batches)) for v in VARIANTS}
+            results["networks"][name] = {**facts, "runs": runs, "peak_rss_mb": rss}
+            print(
+                f"\n{name}: {facts['inplace_abn_nodes']} InplaceABN nodes, fold {facts['fold_s'] * 1e3:.0f} ms, "
+                f"BatchNormalization left: {facts['batchnorm_nodes_left']}"
+            )
+            for run in runs:
+                print(f"  batch {run['batch']}:")
+                for v in VARIANTS:
+                    diff = run["max_abs_diff_vs_eager"].get(v, 0.0)
+                    print(
+                        f"    {v:17s} {run['median_s'][v] * 1e3:9.1f} ms  {run['ratio_to_torch_export_opt'][v]:5.2f}x"
+                        f"  max|diff| {diff:.2e}  peak RSS {rss.get(v, float('nan')):.0f} MB"
+                    )
+    results["machine"] = machine()
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    plot(results, Path(args.png))
+    print(f"\nwrote {args.json} and {args.png}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

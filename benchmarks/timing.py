@@ -1,0 +1,37 @@
+"""Timing helpers shared by the benchmark scripts: medians over alternating blocks, in one process."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def block_medians(
+    fns: dict[str, Callable[[], object]], repeat: int, blocks: int = 5, warmup: int = 3
+) -> dict[str, float]:
+    """Median per-call seconds of each function, timed in alternating blocks.
+
+    Blocks (rather than call-by-call interleaving) keep one session's spinning
+    thread pool from stealing the cores of the next call of the other.
+    """
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    per_block = max(1, repeat // blocks)
+    for _ in range(blocks):
+        for k, fn in fns.items():
+            for _ in range(warmup):
+                fn()
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def repeats_for(fn: Callable[[], object], budget_s: float, lo: int = 5, hi: int = 200) -> int:
+    """How many calls fit in budget_s (one timed probe call)."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-6)
+    return int(min(hi, max(lo, budget_s / one)))
