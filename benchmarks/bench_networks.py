@@ -162,7 +162,7 @@ def time_network(name: str, workdir: Path, batch: int, repeat: int) -> dict:
 
 
 RSS_CHILD = """
-import resource, sys
+import sys
 sys.path.insert(0, {root!r})
 import numpy as np
 variant, path, batch = {variant!r}, {path!r}, {batch}
@@ -178,7 +178,9 @@ else:
     s = _session(variant, path)
     for _ in range(3):
         s.run(None, {{s.get_inputs()[0].name: x}})
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss across fork+exec
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+print(int(hwm.split()[1]) / 1024)
 """
 
 

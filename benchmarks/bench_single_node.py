@@ -156,6 +156,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=0.3, help="seconds of timed calls per variant and case")
+    ap.add_argument("--shapes", nargs="+", help="e.g. 1,64,7,7 (default: four sizes up to 32,256,28,28)")
     ap.add_argument("--json", default=str(RESULTS / "single_node.json"))
     ap.add_argument("--png", default=str(RESULTS / "single_node.png"))
     args = ap.parse_args(argv)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from .op.schema import InplaceABNAttrs, make_node, opset_import
 
@@ -169,6 +169,35 @@ def conv_net_model(
         "conv_net",
         [helper.make_tensor_value_info("X", elem, ["N", 3, image, image])],
         [helper.make_tensor_value_info("Y", elem, ["N", 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
+
+
+def chain_model(layers: int = 200, channels: int = 64, image: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """A deep plain chain: ``layers`` x [Conv 3x3 (channels -> channels) -> InplaceABN(leaky_relu 0.01)].
+
+    The fold-time benchmark's network (200 layers of 64 channels: 7.4 M weights).
+    """
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    x = "X"
+    attrs = InplaceABNAttrs(act="leaky_relu", act_alpha=0.01)
+    for i in range(layers):
+        w = (rng.standard_normal((channels, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"conv{i}.weight"))
+        nodes.append(helper.make_node("Conv", [x, f"conv{i}.weight"], [f"conv{i}"], name=f"conv{i}", pads=[1] * 4))
+        p = random_params(channels, np.float32, seed + i)
+        inits += [numpy_helper.from_array(v, f"abn{i}.{k}") for k, v in p.items()]
+        nodes.append(make_node([f"conv{i}", *(f"abn{i}.{k}" for k in p)], [f"abn{i}"], attrs, name=f"abn{i}"))
+        x = f"abn{i}"
+    nodes.append(helper.make_node("Identity", [x], ["Y"], name="out"))
+    elem = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("X", elem, ["N", channels, image, image])],
+        [helper.make_tensor_value_info("Y", elem, ["N", channels, image, image])],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])

@@ -8,6 +8,8 @@
 * ``convnet_<act>.onnx``      a small conv net whose InplaceABN nodes all use <act>
 * ``convnet_nhwc.onnx``       the conv net with NHWC InplaceABN nodes
 * ``convnet_training.onnx``   the conv net in training mode (batch statistics)
+* ``convnet_batchnorm.onnx``  the conv net as plain BatchNormalization + LeakyRelu/Elu (standard ops; input
+                              for ``iabn-onnx convert``), no InplaceABN node
 
 Every model carries the model-local InplaceABN function, so plain onnxruntime runs it too.
 ``tests/test_models.py`` regenerates them and compares bytes with the committed files.
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from iabn_onnx import add_function_fallback
+from iabn_onnx import InplaceABNAttrs, add_function_fallback
 from iabn_onnx.examples import conv_net_model
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +50,38 @@ def seed_example(for_test: bool) -> onnx.ModelProto:
         return fluid.to_onnx(fetch_list=[hidden3], for_test=for_test)
 
 
+def batchnorm_convnet() -> onnx.ModelProto:
+    """The conv net with each InplaceABN node written as BatchNormalization (+ LeakyRelu / Elu)."""
+    from onnx import helper
+
+    model = conv_net_model(acts=("leaky_relu", "elu"), channels=8, image=16, seed=0)
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "InplaceABN":
+            nodes.append(node)
+            continue
+        attrs = InplaceABNAttrs.from_node(node)
+        z = f"{node.output[0]}.bn"
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization",
+                list(node.input),
+                [z],
+                name=f"{node.name}.bn",
+                epsilon=attrs.epsilon,
+                momentum=attrs.momentum,
+            )
+        )
+        op = {"leaky_relu": "LeakyRelu", "elu": "Elu"}[attrs.act.value]
+        nodes.append(helper.make_node(op, [z], [node.output[0]], name=f"{node.name}.act", alpha=attrs.act_alpha))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    imports = [o for o in model.opset_import if o.domain == ""]
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    return model
+
+
 def _conv(**kwargs: object) -> Callable[[], onnx.ModelProto]:
     return lambda: add_function_fallback(conv_net_model(channels=8, image=16, seed=0, **kwargs))
 
@@ -60,6 +94,7 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "convnet_elu.onnx": _conv(acts=("elu", "elu")),
     "convnet_nhwc.onnx": _conv(acts=("leaky_relu", "elu"), data_layout="NHWC"),
     "convnet_training.onnx": _conv(acts=("leaky_relu", "elu"), training_mode=1),
+    "convnet_batchnorm.onnx": batchnorm_convnet,
 }
 
 

@@ -39,6 +39,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run the long variants")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None, suppress_health_check=quiet)
+    settings.register_profile("slow", max_examples=2000, deadline=None, suppress_health_check=quiet)
+    settings.load_profile("slow" if config.getoption("--run-slow") else "ci")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--run-slow"):
         return

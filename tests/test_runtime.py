@@ -181,10 +181,22 @@ def test_fold_frozen_folds_only_frozen_nodes_after_a_producer(layout, training_m
     assert_close(kernel_only.run(None, {"X": x})[0], want)
 
 
-def test_session_options_turn_spinning_off_unless_set():
+def test_spinning_is_off_only_when_kernel_nodes_remain():
     import onnxruntime as ort
 
-    assert iabn_onnx.session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    from iabn_onnx.examples import chain_model, single_node_model
+
+    def spinning(model, options=None):
+        options = options or ort.SessionOptions()
+        iabn_onnx.InferenceSession(model, options)
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:
+            return None
+
+    single, _ = single_node_model((2, 3, 4, 4))
+    assert spinning(single) == "0"  # the kernel runs: onnxruntime's spinning threads would starve it
+    assert spinning(chain_model(layers=2, channels=4)) is None  # everything folded: onnxruntime's default
     mine = ort.SessionOptions()
     mine.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    assert iabn_onnx.session_options(mine).get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert spinning(single, mine) == "1"  # the user's choice stands

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
-from ..graph import fresh_name, infer_shapes_light, subgraphs
+from ..graph import fresh_name, subgraphs
 from ..op.function import remove_function_fallback
 from ..op.schema import (
     DOMAIN,
@@ -47,6 +47,7 @@ from ..op.schema import (
     is_inplace_abn,
     node_display_name,
 )
+from ..op.validation import TensorInfo, check_node, check_opset, type_table
 
 
 @dataclass
@@ -68,9 +69,10 @@ class FoldReport:
 class _Graph:
     """Indexes over one graph for matching and rewriting."""
 
-    def __init__(self, graph: GraphProto, ranks: dict[str, int]) -> None:
+    def __init__(self, graph: GraphProto, types: dict[str, TensorInfo]) -> None:
         self.graph = graph
-        self.ranks = ranks  # rank of each value shape inference could type
+        self.types = types  # dtype and shape of each value shape inference could type
+        self.ranks = {k: len(v.shape) for k, v in types.items() if v.shape is not None}
         self.inits = {i.name: i for i in graph.initializer}
         self.graph_inputs = {i.name for i in graph.input}
         self.graph_outputs = {o.name for o in graph.output}
@@ -124,8 +126,8 @@ class _Match:
 
 def _check_node(g: _Graph, node: NodeProto) -> _Match | str:
     name = node_display_name(node)
-    try:
-        attrs = InplaceABNAttrs.from_node(node)
+    try:  # the runtime's validation: a node it would reject is never rewritten
+        attrs = check_node(node, g.types).attrs
     except InplaceABNError as exc:
         return f"invalid node: {exc.fault}"
     if attrs.training_mode:
@@ -386,11 +388,12 @@ def fold_with_report(model: onnx.ModelProto, into_producers_only: bool = False) 
     ``into_producers_only`` leaves nodes with no producer to fold into (instead of
     the per-channel Mul+Add); the runtime uses it, the kernel being faster there.
     """
+    check_opset(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     report = FoldReport()
     graph = out.graph
-    g = _Graph(graph, _infer_ranks(out))
+    g = _Graph(graph, type_table(out))
     for node in list(graph.node):
         if not is_inplace_abn(node):
             continue
@@ -454,16 +457,6 @@ def _replace_node(graph: GraphProto, node: NodeProto, new_nodes: list[NodeProto]
     del graph.node[idx]
     for k, n in enumerate(new_nodes):
         graph.node.insert(idx + k, n)
-
-
-def _infer_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    inferred = infer_shapes_light(model)
-    ranks = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.value_info, *g.output]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    return ranks
 
 
 def _cleanup(model: onnx.ModelProto) -> None:

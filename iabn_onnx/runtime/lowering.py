@@ -23,7 +23,6 @@ per node cost more than the node itself. The rest run in the kernel.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import onnx
 from onnx import GraphProto, NodeProto, TensorProto, helper
@@ -35,87 +34,19 @@ from iabn_onnx.custom_ops.registration import (
     TRAINING_OP,
     encode_config,
 )
-from iabn_onnx.graph import fresh_name, infer_shapes_light, subgraphs
+from iabn_onnx.graph import fresh_name, subgraphs
 from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import (
     DOMAIN,
-    INPUT_NAMES,
-    OPSET_VERSION,
-    SUPPORTED_DTYPES,
-    InplaceABNAttrs,
     InplaceABNError,
     bound_outputs,
     is_inplace_abn,
     node_display_name,
     register_schema,
-    shape_faults,
 )
+from iabn_onnx.op.validation import CheckedNode, check_node, check_opset, type_table
 
-
-@dataclass(frozen=True)
-class LoweredNode:
-    name: str
-    attrs: InplaceABNAttrs
-    dtype: int | None  # TensorProto element type of X, when known
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    elem_type: int | None
-    shape: tuple[int | None, ...] | None
-
-
-def _type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
-    """Element types and shapes of every named value onnx can infer."""
-    inferred = infer_shapes_light(model)
-    table: dict[str, TensorInfo] = {}
-    graph = inferred.graph
-    for vi in [*graph.input, *graph.value_info, *graph.output]:
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            continue
-        shape = None
-        if tt.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-        table[vi.name] = TensorInfo(tt.elem_type or None, shape)
-    for init in graph.initializer:
-        table[init.name] = TensorInfo(init.data_type, tuple(init.dims))
-    return table
-
-
-def _dtype_name(elem_type: int) -> str:
-    return TensorProto.DataType.Name(elem_type).lower()
-
-
-def check_node(node: NodeProto, table: dict[str, TensorInfo]) -> LoweredNode:
-    """Validate one InplaceABN node statically; raise InplaceABNError on a fault."""
-    name = node_display_name(node)
-    attrs = InplaceABNAttrs.from_node(node)
-    if len(node.input) != 5 or any(not i for i in node.input):
-        raise InplaceABNError(
-            name, f"needs exactly 5 inputs {list(INPUT_NAMES)}, got {len(node.input)}: {list(node.input)}"
-        )
-    outputs = bound_outputs(node)
-    n_out = len(outputs)
-    if not n_out or not outputs[0]:
-        raise InplaceABNError(name, "output Y is missing")
-    if attrs.training_mode == 0 and n_out != 1:
-        raise InplaceABNError(name, f"training_mode=0 has exactly one output (Y), got {n_out}: {outputs}")
-    if attrs.training_mode == 1 and n_out > 3:
-        raise InplaceABNError(name, f"training_mode=1 has at most 3 outputs, got {n_out}")
-    infos = [table.get(i, TensorInfo(None, None)) for i in node.input]
-    x_type = infos[0].elem_type
-    if x_type is not None and x_type not in SUPPORTED_DTYPES:
-        raise InplaceABNError(name, f"X has dtype {_dtype_name(x_type)}; supported: float16, float, double")
-    for input_name, info in zip(INPUT_NAMES[1:], infos[1:]):
-        if x_type is not None and info.elem_type is not None and info.elem_type != x_type:
-            raise InplaceABNError(
-                name, f"{input_name} has dtype {_dtype_name(info.elem_type)} but X has {_dtype_name(x_type)}"
-            )
-    faults = shape_faults(infos[0].shape, [i.shape for i in infos[1:]], attrs)
-    if faults:
-        raise InplaceABNError(name, "; ".join(faults))
-    return LoweredNode(name, attrs, x_type)
+LoweredNode = CheckedNode  # what the session reports per kernel node
 
 
 def _graphs(graph: GraphProto) -> Iterator[GraphProto]:
@@ -140,12 +71,8 @@ class _Namer:
 def lower(model: onnx.ModelProto, fold_frozen: bool = False) -> tuple[onnx.ModelProto, list[LoweredNode]]:
     """Return a copy of model whose InplaceABN nodes use the runtime kernels (see module doc)."""
     register_schema()
-    for imp in model.opset_import:
-        if imp.domain == DOMAIN and imp.version != OPSET_VERSION:
-            raise InplaceABNError(
-                "<model>", f"imports opset {imp.version} of domain '{DOMAIN}'; this version knows only {OPSET_VERSION}"
-            )
-    table = _type_table(model)
+    check_opset(model)
+    table = type_table(model)
     lowered = onnx.ModelProto()
     if fold_frozen:
         for graph in _graphs(model.graph):  # faults are reported on the model as given

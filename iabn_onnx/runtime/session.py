@@ -79,8 +79,9 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
 
     Pass your own ``SessionOptions`` to register on it (it is modified and
     returned). Execution mode is set to sequential: kernel faults are
-    reported to the thread that called ``run()``. Intra-op thread spinning is
-    turned off unless you set ``session.intra_op.allow_spinning`` yourself.
+    reported to the thread that called ``run()``. ``InferenceSession`` also turns
+    intra-op thread spinning off when the model keeps kernel nodes, unless you set
+    ``session.intra_op.allow_spinning`` yourself.
     """
     registration.register()
     so = options if options is not None else ort.SessionOptions()
@@ -90,10 +91,6 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
             stacklevel=2,
         )
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if _config_entry(so, SPINNING_KEY) is None:
-        # spinning intra-op threads starve the Python kernel, which runs on the calling
-        # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
-        so.add_session_config_entry(SPINNING_KEY, "0")
     if id(so) not in _registered_options:
         so.register_custom_ops_library(registration.library_path())
         _registered_options.add(id(so))
@@ -133,6 +130,10 @@ class InferenceSession:
         source = load_model(model)
         lowered, self.inplace_abn_nodes = lower(source, fold_frozen=fold_frozen)
         so = session_options(sess_options)
+        if self.inplace_abn_nodes and _config_entry(so, SPINNING_KEY) is None:
+            # spinning intra-op threads starve the Python kernel, which runs on the calling
+            # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
+            so.add_session_config_entry(SPINNING_KEY, "0")
         if providers is None:
             providers = ["CPUExecutionProvider"]
         with registration.ErrorSlot() as faults:
