@@ -1,6 +1,9 @@
-"""Fold time: a 200-layer network (Conv 3x3 64->64 -> InplaceABN, 7.4 M weights) and the example nets.
+"""Fold time of a 200-layer network, and what each BatchNorm-folding tool folds into which layer.
 
-Median of ``--repeat`` folds, in this process.
+* Fold time: a 200-layer chain (Conv 3x3 64->64 -> InplaceABN, 7.4 M weights), median of ``--repeat``.
+* Capability: for each producer kind (Conv, grouped ConvTranspose, Gemm with transB, MatMul+Add) followed by
+  BatchNormalization + LeakyRelu, what onnxoptimizer's fuse_bn_into_conv and onnxslim leave, against
+  iabn_onnx (convert, then fold). "folded" means no BatchNormalization and no extra Mul/Add is left.
 
     python benchmarks/bench_fold.py [--layers 200] [--repeat 5]
 """
@@ -17,8 +20,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from iabn_onnx.examples import chain_model  # noqa: E402
 from iabn_onnx.passes.fold import fold_with_report  # noqa: E402
+
+
+def _op_counts(model) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def capability() -> dict[str, dict[str, str]]:
+    """Producer kind -> tool -> what the tool left (a short verdict)."""
+    import onnx
+    import onnxoptimizer
+    import onnxslim
+
+    import iabn_onnx
+    from iabn_onnx.examples import batchnorm_form
+    from tests.fold_cases import producer_model
+
+    tools = {
+        "onnxoptimizer fuse_bn_into_conv": lambda m: onnxoptimizer.optimize(m, ["fuse_bn_into_conv"]),
+        "onnxslim": lambda m: onnxslim.slim(m),
+        "iabn_onnx convert + fold": lambda m: iabn_onnx.fold(iabn_onnx.convert(m)),
+    }
+    table: dict[str, dict[str, str]] = {}
+    for kind in ("Conv", "ConvTranspose", "Gemm", "MatMulAdd"):
+        model = batchnorm_form(producer_model(kind, "leaky_relu", np.float32)[0])
+        before = _op_counts(model)
+        row = {}
+        for tool, run in tools.items():
+            try:
+                after = _op_counts(run(onnx.load_from_string(model.SerializeToString())))
+            except Exception as exc:  # a tool that fails on the input is a result too
+                row[tool] = f"error: {type(exc).__name__}"
+                continue
+            extra = sum(after.get(op, 0) - before.get(op, 0) for op in ("Mul", "Add"))
+            if after.get("BatchNormalization", 0) or after.get("InplaceABN", 0):
+                row[tool] = "left BatchNormalization"
+            elif extra > 0:
+                row[tool] = "per-channel Mul/Add"
+            else:
+                row[tool] = "folded"
+        table[kind] = row
+    return table
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,6 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"fold of a {args.layers}-layer chain ({result['model_mb']:.1f} MB): {report.count} folded, "
         f"{len(report.left)} left, median {result['fold_median_s']:.3f} s over {args.repeat} runs (goal < 2 s)"
     )
+    result["capability"] = capability()
+    for kind, row in result["capability"].items():
+        print(f"{kind:14s} " + "  ".join(f"{tool}: {verdict}" for tool, verdict in row.items()))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import types
 
 import numba
 import numpy as np
@@ -45,10 +46,36 @@ PARALLEL = os.environ.get("IABN_ONNX_PARALLEL", "1") != "0" and _threadsafe_laye
 if PARALLEL:
     numba.config.THREADING_LAYER = "threadsafe"
 
-_jit = njit(parallel=PARALLEL, cache=True, nogil=True, fastmath=False, error_model="numpy")
+# Tensors smaller than this run serially: a parallel region must wake OpenMP workers, and when other
+# onnxruntime sessions in the process keep spinning thread pools, that wake-up waited a scheduler slice
+# (about 8 ms measured, against 27 us for a [1,64,7,7] node).
+PARALLEL_MIN_ELEMENTS = int(os.environ.get("IABN_ONNX_PARALLEL_MIN", str(1 << 18)))
+
+_FLAGS = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reductions may reassociate (so they vectorise); NaN/Inf semantics are kept.
-_jit_reduce = njit(parallel=PARALLEL, cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"},
-                   error_model="numpy")
+_REDUCE_MATH = {"reassoc", "contract", "nsz"}
+
+
+class _Variants:
+    """A kernel compiled twice, parallel and serial; called by tensor size."""
+
+    def __init__(self, fn, fastmath):  # type: ignore[no-untyped-def]
+        self.parallel = njit(parallel=PARALLEL, fastmath=fastmath, **_FLAGS)(fn) if PARALLEL else None
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"  # its own numba cache entry
+        self.serial = njit(parallel=False, fastmath=fastmath, **_FLAGS)(serial)
+
+    def __call__(self, x, *args):  # type: ignore[no-untyped-def]
+        kernel = self.parallel if (self.parallel is not None and x.size >= PARALLEL_MIN_ELEMENTS) else self.serial
+        return kernel(x, *args)
+
+
+def _jit(fn):  # type: ignore[no-untyped-def]
+    return _Variants(fn, fastmath=False)
+
+
+def _jit_reduce(fn):  # type: ignore[no-untyped-def]
+    return _Variants(fn, fastmath=_REDUCE_MATH)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

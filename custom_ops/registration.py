@@ -175,8 +175,16 @@ def run_inference(cfg: NodeConfig, x, scale, bias, mean, var) -> tuple[np.ndarra
     y = _output_buffer(x.shape, x.dtype)
     if x.size:
         kernels.infer(
-            x, scale, bias, mean, var, attrs.epsilon, attrs.act.code,
-            cfg.alpha_by_dtype[x.dtype], attrs.channel_axis(x.ndim), y,
+            x,
+            scale,
+            bias,
+            mean,
+            var,
+            attrs.epsilon,
+            attrs.act.code,
+            cfg.alpha_by_dtype[x.dtype],
+            attrs.channel_axis(x.ndim),
+            y,
         )
     return (y,)
 
@@ -190,8 +198,16 @@ def run_training(cfg: NodeConfig, x, scale, bias, mean, var) -> tuple[np.ndarray
     batch_mean, batch_var = kernels.batch_stats(x, axis)
     y = _output_buffer(x.shape, x.dtype)
     kernels.infer(
-        x, scale, bias, batch_mean.astype(x.dtype), batch_var.astype(x.dtype), attrs.epsilon,
-        attrs.act.code, cfg.alpha_by_dtype[x.dtype], axis, y,
+        x,
+        scale,
+        bias,
+        batch_mean.astype(x.dtype),
+        batch_var.astype(x.dtype),
+        attrs.epsilon,
+        attrs.act.code,
+        cfg.alpha_by_dtype[x.dtype],
+        axis,
+        y,
     )
     m = attrs.momentum
     running_mean = (mean.astype(np.float64) * m + batch_mean * (1.0 - m)).astype(mean.dtype)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from iabn_onnx import InplaceABNAttrs, add_function_fallback
-from iabn_onnx.examples import conv_net_model
+from iabn_onnx import add_function_fallback
+from iabn_onnx.examples import batchnorm_form, conv_net_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,34 +52,7 @@ def seed_example(for_test: bool) -> onnx.ModelProto:
 
 def batchnorm_convnet() -> onnx.ModelProto:
     """The conv net with each InplaceABN node written as BatchNormalization (+ LeakyRelu / Elu)."""
-    from onnx import helper
-
-    model = conv_net_model(acts=("leaky_relu", "elu"), channels=8, image=16, seed=0)
-    nodes = []
-    for node in model.graph.node:
-        if node.op_type != "InplaceABN":
-            nodes.append(node)
-            continue
-        attrs = InplaceABNAttrs.from_node(node)
-        z = f"{node.output[0]}.bn"
-        nodes.append(
-            helper.make_node(
-                "BatchNormalization",
-                list(node.input),
-                [z],
-                name=f"{node.name}.bn",
-                epsilon=attrs.epsilon,
-                momentum=attrs.momentum,
-            )
-        )
-        op = {"leaky_relu": "LeakyRelu", "elu": "Elu"}[attrs.act.value]
-        nodes.append(helper.make_node(op, [z], [node.output[0]], name=f"{node.name}.act", alpha=attrs.act_alpha))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    imports = [o for o in model.opset_import if o.domain == ""]
-    del model.opset_import[:]
-    model.opset_import.extend(imports)
-    return model
+    return batchnorm_form(conv_net_model(acts=("leaky_relu", "elu"), channels=8, image=16, seed=0))
 
 
 def _conv(**kwargs: object) -> Callable[[], onnx.ModelProto]:

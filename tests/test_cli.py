@@ -81,7 +81,9 @@ def test_check_rejects_bad_model_with_exit_1(tmp_path):
 def test_bench_prints_both_rows(model_path):
     proc = cli("bench", str(model_path), "--repeat", "3")
     assert proc.returncode == 0, proc.stderr
-    assert "plugin (InplaceABN kernel)" in proc.stdout and "folded, plain onnxruntime" in proc.stdout
+    for row in ("plugin (default session)", "plugin, every node in the kernel", "folded, plain onnxruntime"):
+        assert row in proc.stdout
+    assert "[3/3] timing" in proc.stderr  # progress
 
 
 def test_demo_runs_and_reports_fold_difference():
@@ -117,3 +119,24 @@ def test_usage_errors_exit_2():
     for sub in ("demo", "run", "check", "fold", "convert", "bench"):
         proc = cli(sub, "--help")
         assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_fold_keeps_external_data_and_reports_progress(tmp_path):
+    """A model whose tensors live in external data is folded and written with external data."""
+    from onnx.external_data_helper import uses_external_data
+
+    source = tmp_path / "ext.onnx"
+    model = conv_net_model(channels=8, image=8)
+    onnx.save(model, source, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    out = tmp_path / "out" / "folded.onnx"
+    proc = cli("fold", str(source), "-o", str(out), "--verify")
+    assert proc.returncode == 0, proc.stderr
+    assert "loading" in proc.stderr and "writing" in proc.stderr and "verifying" in proc.stderr
+    assert (tmp_path / "out" / "folded.onnx.data").is_file()
+    header = onnx.load(out, load_external_data=False)
+    assert any(uses_external_data(t) for t in header.graph.initializer)
+    folded = onnx.load(out)
+    x = rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = iabn_onnx.InferenceSession(model, fold_frozen=False).run(None, {"X": x})[0]
+    got = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    assert_close(got, want, np.float32)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import iabn_onnx
-from iabn_onnx.graph import infer_shapes_light
+from iabn_onnx.examples import batchnorm_form
 from iabn_onnx.op.reference import reference_evaluator
 from iabn_onnx.op.schema import Activation, InplaceABNAttrs, Layout, make_node, opset_import
 from iabn_onnx.passes.fold import fold_with_report
@@ -167,44 +167,6 @@ def random_graphs(draw) -> tuple[onnx.ModelProto, dict[str, np.ndarray], type]:
     return model, b.feeds, dtype
 
 
-def as_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Each InplaceABN node as BatchNormalization (+ LeakyRelu / Elu), NHWC ones between Transposes."""
-    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in infer_shapes_light(model).graph.value_info}
-    nodes = []
-    for node in model.graph.node:
-        if node.op_type != "InplaceABN":
-            nodes.append(node)
-            continue
-        attrs = InplaceABNAttrs.from_node(node)
-        x, y = node.input[0], node.output[0]
-        if attrs.data_layout is Layout.NHWC:  # BatchNormalization is channel-first
-            rank = ranks[x]
-            nodes.append(helper.make_node("Transpose", [x], [x + ".nchw"], perm=[0, rank - 1, *range(1, rank - 1)]))
-            x, y = x + ".nchw", y + ".nchw"
-        z = y + ".bn" if attrs.act is not Activation.IDENTITY else y
-        nodes.append(
-            helper.make_node(
-                "BatchNormalization",
-                [x, *node.input[1:]],
-                [z],
-                name=node.name + ".bn",
-                epsilon=attrs.epsilon,
-                momentum=attrs.momentum,
-                training_mode=attrs.training_mode,
-            )
-        )
-        if attrs.act is not Activation.IDENTITY:
-            op = "LeakyRelu" if attrs.act is Activation.LEAKY_RELU else "Elu"
-            nodes.append(helper.make_node(op, [z], [y], name=node.name + ".act", alpha=attrs.act_alpha))
-        if attrs.data_layout is Layout.NHWC:
-            nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, *range(2, rank), 1]))
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out
-
-
 def _assert_equivalent(actual: list, expected: list, dtype: type) -> None:
     rtol, atol = FUZZ_TOLERANCE[dtype]
     assert len(actual) == len(expected)
@@ -236,7 +198,7 @@ def test_fold_keeps_random_graphs_equivalent(case):
 @given(random_graphs())
 def test_convert_keeps_random_batchnorm_graphs_equivalent(case):
     model, feeds, dtype = case
-    bn_model = as_batchnorm(model)
+    bn_model = batchnorm_form(model)
     expected = reference_evaluator(model).run(None, feeds)
     converted, report = iabn_onnx.exporters.convert.convert_with_report(bn_model, function_fallback=False)
     onnx.checker.check_model(converted, full_check=True)
