@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", nargs="+", default=["resnet50", "tresnet_m"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--repeat", type=int, default=10, help="timed calls per variant (batch 8 uses half)")
+    ap.add_argument("--repeat", type=int, default=20, help="timed calls per variant (batch 8 uses half)")
     ap.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS processes")
     ap.add_argument("--json", default=str(RESULTS / "networks.json"))
     ap.add_argument("--png", default=str(RESULTS / "networks.png"))

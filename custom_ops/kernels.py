@@ -46,10 +46,13 @@ PARALLEL = os.environ.get("IABN_ONNX_PARALLEL", "1") != "0" and _threadsafe_laye
 if PARALLEL:
     numba.config.THREADING_LAYER = "threadsafe"
 
-# Tensors smaller than this run serially: a parallel region must wake OpenMP workers, and when other
-# onnxruntime sessions in the process keep spinning thread pools, that wake-up waited a scheduler slice
-# (about 8 ms measured, against 27 us for a [1,64,7,7] node).
-PARALLEL_MIN_ELEMENTS = int(os.environ.get("IABN_ONNX_PARALLEL_MIN", str(1 << 18)))
+# When a kernel runs in parallel. Measured on the 2-core VM:
+# * identity / leaky_relu inference is memory-bound: serial was as fast alone (1.03 vs 0.98 ms at
+#   [8,64,56,56]) and much faster beside other onnxruntime sessions, whose spinning pools delay the
+#   OpenMP wake-up (1.75 vs 5.2 ms; 8 ms stalls on small nodes), so it always runs serially;
+# * elu inference (expm1 per element) and the batch-statistics reduction gain from a second core,
+#   and run in parallel from this many elements.
+PARALLEL_MIN_ELEMENTS = int(os.environ.get("IABN_ONNX_PARALLEL_MIN", str(1 << 20)))
 
 _FLAGS = {"cache": True, "nogil": True, "error_model": "numpy"}
 # Reductions may reassociate (so they vectorise); NaN/Inf semantics are kept.
@@ -65,9 +68,9 @@ class _Variants:
         serial.__qualname__ = fn.__qualname__ + "_serial"  # its own numba cache entry
         self.serial = njit(parallel=False, fastmath=fastmath, **_FLAGS)(serial)
 
-    def __call__(self, x, *args):  # type: ignore[no-untyped-def]
-        kernel = self.parallel if (self.parallel is not None and x.size >= PARALLEL_MIN_ELEMENTS) else self.serial
-        return kernel(x, *args)
+    def __call__(self, x, *args, compute_bound: bool = True):  # type: ignore[no-untyped-def]
+        use_parallel = self.parallel is not None and compute_bound and x.size >= PARALLEL_MIN_ELEMENTS
+        return (self.parallel if use_parallel else self.serial)(x, *args)
 
 
 def _jit(fn):  # type: ignore[no-untyped-def]
@@ -202,7 +205,7 @@ def infer(
     xv = channel_view(x, channel_axis)
     yv = channel_view(y, channel_axis)
     kernel = _infer_mc if xv.ndim == 2 else _infer_ncs
-    kernel(xv, scale, bias, mean, var, eps, act, alpha, yv)
+    kernel(xv, scale, bias, mean, var, eps, act, alpha, yv, compute_bound=act == ACT_ELU)
 
 
 def batch_stats(x: np.ndarray, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
