@@ -50,8 +50,8 @@ if PARALLEL:
 # * identity / leaky_relu inference is memory-bound: serial was as fast alone (1.03 vs 0.98 ms at
 #   [8,64,56,56]) and much faster beside other onnxruntime sessions, whose spinning pools delay the
 #   OpenMP wake-up (1.75 vs 5.2 ms; 8 ms stalls on small nodes), so it always runs serially;
-# * elu inference (expm1 per element) and the batch-statistics reduction gain from a second core,
-#   and run in parallel from this many elements.
+# * elu inference (expm1 per element) and training nodes (reduction, then normalization) gain from a
+#   second core when alone, and run in parallel from this many elements.
 PARALLEL_MIN_ELEMENTS = int(os.environ.get("IABN_ONNX_PARALLEL_MIN", str(1 << 20)))
 
 _FLAGS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -200,12 +200,17 @@ def infer(
     alpha: np.ndarray,
     channel_axis: int,
     y: np.ndarray,
+    after_reduction: bool = False,
 ) -> None:
-    """Write the inference output into y (same shape and dtype as x, C-contiguous)."""
+    """Write the inference output into y (same shape and dtype as x, C-contiguous).
+
+    ``after_reduction``: the training path, whose parallel statistics pass has just woken the
+    OpenMP workers, so the normalization pass runs in parallel as well (from 2^20 elements).
+    """
     xv = channel_view(x, channel_axis)
     yv = channel_view(y, channel_axis)
     kernel = _infer_mc if xv.ndim == 2 else _infer_ncs
-    kernel(xv, scale, bias, mean, var, eps, act, alpha, yv, compute_bound=act == ACT_ELU)
+    kernel(xv, scale, bias, mean, var, eps, act, alpha, yv, compute_bound=after_reduction or act == ACT_ELU)
 
 
 def batch_stats(x: np.ndarray, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -208,6 +208,7 @@ def run_training(cfg: NodeConfig, x, scale, bias, mean, var) -> tuple[np.ndarray
         cfg.alpha_by_dtype[x.dtype],
         axis,
         y,
+        after_reduction=True,
     )
     m = attrs.momentum
     running_mean = (mean.astype(np.float64) * m + batch_mean * (1.0 - m)).astype(mean.dtype)
