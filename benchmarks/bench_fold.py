@@ -46,13 +46,20 @@ def capability() -> dict[str, dict[str, str]]:
     tools = {
         "onnxoptimizer fuse_bn_into_conv": lambda m: onnxoptimizer.optimize(m, ["fuse_bn_into_conv"]),
         "onnxslim": lambda m: onnxslim.slim(m),
-        "iabn_onnx convert + fold": lambda m: iabn_onnx.fold(iabn_onnx.convert(m)),
+        "iabn_onnx convert + fold (BN model)": lambda m: iabn_onnx.fold(iabn_onnx.convert(m)),
     }
     table: dict[str, dict[str, str]] = {}
     for kind in ("Conv", "ConvTranspose", "Gemm", "MatMulAdd"):
-        model = batchnorm_form(producer_model(kind, "leaky_relu", np.float32)[0])
+        iabn_model = producer_model(kind, "leaky_relu", np.float32)[0]
+        model = batchnorm_form(iabn_model)  # MatMul's channels are last: its BN form has Transposes
         before = _op_counts(model)
-        row = {}
+        row = {
+            "iabn_onnx fold (InplaceABN model)": "folded"
+            if iabn_onnx.passes.fold.fold_with_report(iabn_model)[1]
+            .folded[0][1]
+            .startswith(f"into {kind.removesuffix('Add')}")
+            else "per-channel Mul/Add"
+        }
         for tool, run in tools.items():
             try:
                 after = _op_counts(run(onnx.load_from_string(model.SerializeToString())))
