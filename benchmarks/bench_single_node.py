@@ -163,8 +163,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     _register_stock_ops()
     rows = []
     print(f"{'shape':18s} {'dtype':8s} {'act':10s} {'mode':5s} " + " ".join(f"{v:>11s}" for v in VARIANTS))
+    shapes = [tuple(int(d) for d in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
     for shape, dtype, act, training in itertools.product(
-        SHAPES, (np.float32, np.float64), ("identity", "leaky_relu", "elu"), (0, 1)
+        shapes, (np.float32, np.float64), ("identity", "leaky_relu", "elu"), (0, 1)
     ):
         row = measure(shape, dtype, act, training, args.budget)
         rows.append(row)
