@@ -73,6 +73,10 @@ def _save_atomic(model: onnx.ModelProto, out: str, overwrite_ok: bool, source: s
         else:
             onnx.save(model, tmp)
         os.replace(tmp, target)
+        if external:  # onnx.save moved the tensors out of the in-memory model; --verify still needs them
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(model, str(target.parent))
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -219,8 +223,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_fold(args: argparse.Namespace) -> int:
     from .passes.fold import fold_with_report
 
-    _progress(f"loading {args.model}")
-    model = _load(args.model)
+    model = _load(args.model)  # no progress line before: a bad file gets exactly one error line
+    _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB)")
     _progress(f"folding {sum(is_inplace_abn(n) for n in model.graph.node)} InplaceABN node(s)")
     t0 = time.perf_counter()
     folded, report = fold_with_report(model)
@@ -257,9 +261,8 @@ def _verify(before: onnx.ModelProto, after: onnx.ModelProto, batch: int) -> None
 def cmd_convert(args: argparse.Namespace) -> int:
     from .exporters.convert import convert_with_report
 
-    _progress(f"loading {args.model}")
     model = _load(args.model)
-    _progress("converting")
+    _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB); converting")
     converted, report = convert_with_report(model, function_fallback=not args.no_function)
     _progress(f"writing {args.output}")
     _save_atomic(converted, args.output, args.force, source=args.model)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -107,33 +105,6 @@ def test_user_session_options_are_registered_and_kept():
     (y,) = iabn_onnx.InferenceSession(model, sess_options=so).run(None, {"X": x})
     assert_close(y, inplace_abn_reference(x, *params.values(), attrs), np.float32)
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
-def test_eight_threads_share_one_session(dtype):
-    attrs = InplaceABNAttrs(act="leaky_relu", act_alpha=0.05, training_mode=1)
-    shape = (4, 8, 16, 16)
-    model, params = single_node_model(shape, attrs, dtype)
-    sess = iabn_onnx.InferenceSession(model)
-    inputs = [rng(100 + i).standard_normal(shape).astype(dtype) for i in range(8)]
-    expected = [inplace_abn_reference(x, *params.values(), attrs) for x in inputs]
-    failures: list[str] = []
-
-    def worker(i: int) -> None:
-        for _ in range(20):
-            got = sess.run(None, {"X": inputs[i]})
-            for g, w in zip(got, expected[i]):
-                rtol, atol = (1e-5, 1e-5) if dtype == np.float32 else (1e-12, 1e-12)
-                if not np.allclose(g, w, rtol=rtol, atol=atol):
-                    failures.append(f"thread {i}")
-                    return
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
 
 
 def test_zero_size_batch_inference_gives_empty_output():

@@ -44,6 +44,19 @@ def _reference_inplace_abn(x, weight, bias, running_mean, running_var, training,
     raise ValueError(f"Unknown activation function {activation}")
 
 
+def _affine_and_stats(module: nn.Module, num_features: int, affine: bool, track_running_stats: bool) -> None:
+    """weight/bias (ones/zeros, or None) and running_mean/var buffers (zeros/ones), as both packages do."""
+    if affine:
+        module.weight = nn.Parameter(torch.ones(num_features))
+        module.bias = nn.Parameter(torch.zeros(num_features))
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+    if track_running_stats:
+        module.register_buffer("running_mean", torch.zeros(num_features))
+        module.register_buffer("running_var", torch.ones(num_features))
+
+
 class ABN(nn.Module):
     """mapillary inplace_abn.ABN: BatchNorm + activation (plain weight)."""
 
@@ -65,15 +78,8 @@ class ABN(nn.Module):
         self.track_running_stats = track_running_stats
         self.activation = activation
         self.activation_param = activation_param
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_and_stats(self, num_features, affine, track_running_stats)
         if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_var", torch.ones(num_features))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         else:
             self.register_parameter("running_mean", None)
@@ -156,14 +162,7 @@ class InplaceAbn(nn.Module):
         self.momentum = momentum
         self.act_name = (act_layer or "identity") if apply_act else "identity"
         self.act_param = act_param
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        _affine_and_stats(self, num_features, affine, track_running_stats=True)
 
     def forward(self, x):
         return _reference_inplace_abn(
