@@ -311,3 +311,14 @@ def test_folds_to_plain_onnxruntime(program):
     xv = rng(12).standard_normal((2, 3, 16, 16)).astype(np.float32)
     plain = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
     assert_close(plain.run(None, {"image": xv})[0], reference_evaluator(model).run(None, {"image": xv})[0])
+
+
+def test_layers_data_prepends_the_batch_dimension(program):
+    x = fluid.layers.data(name="x", shape=[3, 8, 8])
+    assert x.shape == (-1, 3, 8, 8)
+    y = fluid.layers.data(name="y", shape=[-1, 5], append_batch_size=True)
+    assert y.shape == (-1, 5)
+    out = fluid.layers.inplace_abn(fluid.layers.conv2d(x, num_filters=4, filter_size=3), act="elu", is_test=True)
+    model = fluid.to_onnx([out])
+    xv = rng(20).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    assert_close(_run(model, {"x": xv})[0], reference_evaluator(model).run(None, {"x": xv})[0])

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from . import layers
-from .layers import data
+from .layers import static_data as data  # fluid.data; fluid.layers.data is Paddle 1.x's (adds a batch dim)
 from .program import (
     Constant,
     FluidError,

@@ -62,8 +62,8 @@ def _append_act(var: Variable, act: str | None, layer: str) -> Variable:
     return out
 
 
-def data(name: str, shape: Sequence[int | None], dtype: str = "float32", lod_level: int = 0) -> Variable:
-    """A graph input. ``None`` or -1 in ``shape`` is a dimension known only at run time."""
+def static_data(name: str, shape: Sequence[int | None], dtype: str = "float32", lod_level: int = 0) -> Variable:
+    """``fluid.data``: a graph input. ``None`` or -1 in ``shape`` is a dimension known only at run time."""
     program = default_main_program()
     if dtype not in DTYPES:
         raise FluidError(f"data {name!r}: dtype {dtype!r} is not one of {sorted(DTYPES)}")
@@ -73,6 +73,22 @@ def data(name: str, shape: Sequence[int | None], dtype: str = "float32", lod_lev
     program.data_vars[name] = var
     program.variables[name] = var
     return var
+
+
+def data(
+    name: str,
+    shape: Sequence[int | None],
+    append_batch_size: bool = True,
+    dtype: str = "float32",
+    lod_level: int = 0,
+    type: object = None,
+    stop_gradient: bool = True,
+) -> Variable:
+    """Paddle 1.x ``fluid.layers.data``: like ``fluid.data``, with a batch dimension prepended by default."""
+    shape = list(shape)
+    if append_batch_size and (not shape or shape[0] not in (None, -1)):
+        shape = [-1, *shape]
+    return static_data(name, shape, dtype, lod_level)
 
 
 def fc(
