@@ -50,8 +50,8 @@ if PARALLEL:
 # * identity / leaky_relu inference is memory-bound: serial was as fast alone (1.03 vs 0.98 ms at
 #   [8,64,56,56]) and much faster beside other onnxruntime sessions, whose spinning pools delay the
 #   OpenMP wake-up (1.75 vs 5.2 ms; 8 ms stalls on small nodes), so it always runs serially;
-# * elu inference (expm1 per element) and training nodes (reduction, then normalization) gain from a
-#   second core when alone, and run in parallel from this many elements.
+# * elu inference (a polynomial expm1 per element) and training nodes (reduction, then normalization)
+#   gain from a second core when alone, and run in parallel from this many elements.
 PARALLEL_MIN_ELEMENTS = int(os.environ.get("IABN_ONNX_PARALLEL_MIN", str(1 << 20)))
 
 _FLAGS = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -81,6 +81,60 @@ def _jit_reduce(fn):  # type: ignore[no-untyped-def]
     return _Variants(fn, fastmath=_REDUCE_MATH)
 
 
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def _expm1_nonpos(z):  # type: ignore[no-untyped-def]
+    """expm1 for z <= 0 without a libm call, so elu loops vectorise (6x faster than np.expm1 here).
+
+    Taylor series on w = z/256 (|w| <= 0.34 after clamping z at -87, where e^z is below float32's
+    range), then 8 doublings expm1(2w) = expm1(w)·(expm1(w) + 2), which keep the relative error:
+    measured max relative error 7e-16 (float64) and 6e-8 (float32) against np.expm1 in float64.
+    """
+    w = max(z, -87.0) * 0.00390625
+    m = w * (
+        1.0
+        + w
+        * (
+            1.0 / 2
+            + w
+            * (
+                1.0 / 6
+                + w
+                * (
+                    1.0 / 24
+                    + w
+                    * (
+                        1.0 / 120
+                        + w
+                        * (
+                            1.0 / 720
+                            + w
+                            * (
+                                1.0 / 5040
+                                + w
+                                * (
+                                    1.0 / 40320
+                                    + w
+                                    * (
+                                        1.0 / 362880
+                                        + w
+                                        * (
+                                            1.0 / 3628800
+                                            + w * (1.0 / 39916800 + w * (1.0 / 479001600 + w * (1.0 / 6227020800)))
+                                        )
+                                    )
+                                )
+                            )
+                        )
+                    )
+                )
+            )
+        )
+    )
+    for _ in range(8):
+        m = m * (m + 2.0)
+    return m
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _channel_affine(scale, var, eps, out_s):
     for c in range(scale.shape[0]):
@@ -108,7 +162,8 @@ def _infer_ncs(x, scale, bias, mean, var, eps, act, alpha, y):
         elif act == ACT_ELU:
             for i in range(spatial):
                 z = (xr[i] - m) * sc + b
-                yr[i] = z if z >= 0 else a * np.expm1(z)
+                negative = a * _expm1_nonpos(min(z, 0.0))  # computed for every z: a select, not a branch
+                yr[i] = z if z >= 0 else negative
         else:
             for i in range(spatial):
                 yr[i] = (xr[i] - m) * sc + b
@@ -130,7 +185,8 @@ def _infer_mc(x, scale, bias, mean, var, eps, act, alpha, y):
         elif act == ACT_ELU:
             for c in range(channels):
                 z = (xr[c] - mean[c]) * s[c] + bias[c]
-                yr[c] = z if z >= 0 else a * np.expm1(z)
+                negative = a * _expm1_nonpos(min(z, 0.0))
+                yr[c] = z if z >= 0 else negative
         else:
             for c in range(channels):
                 yr[c] = (xr[c] - mean[c]) * s[c] + bias[c]

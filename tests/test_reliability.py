@@ -286,3 +286,25 @@ def test_convert_of_a_bad_batchnormalization_reports_and_keeps_it():
     converted, report = iabn_onnx.exporters.convert.convert_with_report(model)
     assert not report.converted and "epsilon" in report.skipped[0][1]
     assert converted.graph.node[0].op_type == "BatchNormalization"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("act", ["leaky_relu", "elu"])
+def test_special_values_in_x_match_the_reference(act, dtype):
+    """NaN stays NaN, ±inf and huge values saturate as the float64 reference does (elu's own expm1 too)."""
+    attrs = InplaceABNAttrs(act=act, act_alpha=0.5)
+    model, params = single_node_model((1, 3, 6), attrs, dtype)
+    x = np.array(
+        [
+            [
+                [np.nan, -np.inf, np.inf, -1e30, 1e30, 0.0],
+                [-0.0, -1e-20, -1e-7, -3.0, -87.5, -700.0],
+                [1.0, 2.0, -100.0, -1000.0, 1e-30, -1e-30],
+            ]
+        ],
+        dtype,
+    )
+    ours = iabn_onnx.InferenceSession(model).run(None, {"X": x})[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        reference = inplace_abn_reference(x, *params.values(), attrs)
+    _assert_same_specials(ours, reference)

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import io
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -281,7 +282,9 @@ def export_torch(
     if not kwargs["dynamo"]:
         raise ValueError("export_torch uses the dynamo exporter; the TorchScript exporter is deprecated")
     kwargs.setdefault("verbose", False)
-    with _mode(model, training), _patched(model) as specs, torch.no_grad():
+    with _mode(model, training), _patched(model) as specs, torch.no_grad(), warnings.catch_warnings():
+        # a training-mode export was asked for explicitly: torch's reminder to call eval() is noise
+        warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
         program = torch.onnx.export(model, args, custom_translation_table=table, **kwargs)
     proto = program.model_proto
     _ensure_opset(proto)
