@@ -21,6 +21,12 @@ def subgraphs(graph: GraphProto) -> Iterator[GraphProto]:
                     yield from subgraphs(g)
 
 
+def graphs(graph: GraphProto) -> Iterator[GraphProto]:
+    """graph itself, then every subgraph nested in it."""
+    yield graph
+    yield from subgraphs(graph)
+
+
 def fresh_name(used: set[str], base: str) -> str:
     """base, or base_1, base_2, ... : the first not in used (which then records it)."""
     name, k = base, 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from ..graph import graphs
 from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, register_schema
 
 ML_DOMAIN = "ai.onnx.ml"
@@ -202,10 +203,7 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _uses_op(model: onnx.ModelProto) -> bool:
-    from ..graph import subgraphs
-
-    graphs = [model.graph, *subgraphs(model.graph)]
-    return any(n.domain == DOMAIN and n.op_type == OP_TYPE for g in graphs for n in g.node)
+    return any(n.domain == DOMAIN and n.op_type == OP_TYPE for g in graphs(model.graph) for n in g.node)
 
 
 def has_function_fallback(model: onnx.ModelProto) -> bool:
@@ -220,9 +218,7 @@ def add_function_fallback(model: onnx.ModelProto) -> onnx.ModelProto:
     if not _uses_op(out) or has_function_fallback(out):
         return out
     out.functions.append(inplace_abn_function(_default_opset(out)))
-    from ..graph import subgraphs
-
-    for graph in [out.graph, *subgraphs(out.graph)]:
+    for graph in graphs(out.graph):
         for node in graph.node:  # onnxruntime's inliner wants all 3 output slots: omitted ones are ""
             if node.domain == DOMAIN and node.op_type == OP_TYPE:
                 node.output.extend([""] * (3 - len(node.output)))
@@ -244,10 +240,7 @@ def remove_function_fallback(model: onnx.ModelProto) -> None:
         return
     del model.functions[:]
     model.functions.extend(keep)
-    from ..graph import subgraphs
-
-    graphs = [model.graph, *subgraphs(model.graph)]
-    ml_used = any(n.domain == ML_DOMAIN for g in graphs for n in g.node) or any(
+    ml_used = any(n.domain == ML_DOMAIN for g in graphs(model.graph) for n in g.node) or any(
         n.domain == ML_DOMAIN for f in model.functions for n in f.node
     )
     if not ml_used:

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
-from ..graph import fresh_name, subgraphs
+from ..graph import fresh_name, graphs, subgraphs
 from ..op.function import remove_function_fallback
 from ..op.schema import (
     DOMAIN,
@@ -389,11 +389,25 @@ def fold_with_report(model: onnx.ModelProto, into_producers_only: bool = False) 
     the per-channel Mul+Add); the runtime uses it, the kernel being faster there.
     """
     check_opset(model)
+    return _fold(model, type_table(model), into_producers_only)
+
+
+def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> onnx.ModelProto:
+    """The runtime's fold: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
+
+    ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session.
+    """
+    return _fold(model, types, into_producers_only=True)[0]
+
+
+def _fold(
+    model: onnx.ModelProto, types: dict[str, TensorInfo], into_producers_only: bool
+) -> tuple[onnx.ModelProto, FoldReport]:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     report = FoldReport()
     graph = out.graph
-    g = _Graph(graph, type_table(out))
+    g = _Graph(graph, types)
     for node in list(graph.node):
         if not is_inplace_abn(node):
             continue
@@ -478,7 +492,7 @@ def _cleanup(model: onnx.ModelProto) -> None:
     vis = [v for v in graph.value_info if v.name in produced]
     del graph.value_info[:]
     graph.value_info.extend(vis)
-    still_custom = any(n.domain == DOMAIN for g in [graph, *subgraphs(graph)] for n in g.node)
+    still_custom = any(n.domain == DOMAIN for g in graphs(graph) for n in g.node)
     if not still_custom:
         remove_function_fallback(model)
         imports = [o for o in model.opset_import if o.domain != DOMAIN]

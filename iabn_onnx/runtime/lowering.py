@@ -22,10 +22,8 @@ per node cost more than the node itself. The rest run in the kernel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import onnx
-from onnx import GraphProto, NodeProto, TensorProto, helper
+from onnx import NodeProto, TensorProto, helper
 
 from iabn_onnx.custom_ops.registration import (
     CONFIG_ATTR,
@@ -34,7 +32,7 @@ from iabn_onnx.custom_ops.registration import (
     TRAINING_OP,
     encode_config,
 )
-from iabn_onnx.graph import fresh_name, subgraphs
+from iabn_onnx.graph import fresh_name, graphs
 from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import (
     DOMAIN,
@@ -49,15 +47,10 @@ from iabn_onnx.op.validation import CheckedNode, check_node, check_opset, type_t
 LoweredNode = CheckedNode  # what the session reports per kernel node
 
 
-def _graphs(graph: GraphProto) -> Iterator[GraphProto]:
-    yield graph
-    yield from subgraphs(graph)
-
-
 class _Namer:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.used: set[str] = set()
-        for g in _graphs(model.graph):
+        for g in graphs(model.graph):
             for n in g.node:
                 self.used.update(n.input)
                 self.used.update(n.output)
@@ -73,21 +66,17 @@ def lower(model: onnx.ModelProto, fold_frozen: bool = False) -> tuple[onnx.Model
     register_schema()
     check_opset(model)
     table = type_table(model)
-    lowered = onnx.ModelProto()
     if fold_frozen:
-        for graph in _graphs(model.graph):  # faults are reported on the model as given
-            for node in graph.node:
-                if is_inplace_abn(node):
-                    check_node(node, table)
-        from ..passes.fold import fold_with_report
+        from ..passes.fold import fold_into_producers
 
-        model = fold_with_report(model, into_producers_only=True)[0]
-        lowered = model  # fold returned a fresh copy
+        # a fresh copy; fold leaves invalid nodes, so the checks below still report them
+        lowered = fold_into_producers(model, table)
     else:
+        lowered = onnx.ModelProto()
         lowered.CopyFrom(model)
     namer = _Namer(lowered)
     report: list[LoweredNode] = []
-    for graph in _graphs(lowered.graph):
+    for graph in graphs(lowered.graph):
         new_nodes: list[NodeProto] = []
         for node in graph.node:
             if not is_inplace_abn(node):
