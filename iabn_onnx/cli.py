@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from .op.schema import InplaceABNAttrs, InplaceABNError, is_inplace_abn
-from .runtime.session import InferenceSession, ModelLoadError, load_model
+from .runtime.session import InferenceSession, ModelLoadError, load_model_file
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -35,26 +35,23 @@ def _progress(message: str) -> None:
     print(f"iabn-onnx: {message}", file=sys.stderr, flush=True)
 
 
-def _uses_external_data(path: str) -> bool:
-    try:
-        header = onnx.load(path, load_external_data=False)
-    except Exception:
-        return False
-    from onnx.external_data_helper import uses_external_data
-
-    return any(uses_external_data(t) for t in header.graph.initializer)
-
-
 def _load(path: str) -> onnx.ModelProto:
+    return _load_file(path)[0]
+
+
+def _load_file(path: str) -> tuple[onnx.ModelProto, bool]:
+    """The model and whether its tensors were in external data (the file is read once)."""
     try:
-        return load_model(path)
+        return load_model_file(path)
     except FileNotFoundError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     except ModelLoadError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
 
 
-def _save_atomic(model: onnx.ModelProto, out: str, overwrite_ok: bool, source: str | None = None) -> None:
+def _save_atomic(
+    model: onnx.ModelProto, out: str, overwrite_ok: bool, source: str | None = None, external_source: bool = False
+) -> None:
     """Write via a temporary file in the target folder, then rename.
 
     Tensors go to ``OUT.data`` (external data) when the model is near protobuf's 2 GiB limit or the
@@ -64,7 +61,7 @@ def _save_atomic(model: onnx.ModelProto, out: str, overwrite_ok: bool, source: s
     if source is not None and target.exists() and target.resolve() == Path(source).resolve() and not overwrite_ok:
         raise CliError(f"refusing to overwrite the input {out} (pass --force)", EXIT_USAGE)
     target.parent.mkdir(parents=True, exist_ok=True)
-    external = model.ByteSize() > (1 << 31) - (1 << 26) or (source is not None and _uses_external_data(source))
+    external = external_source or model.ByteSize() > (1 << 31) - (1 << 26)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
@@ -234,14 +231,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_fold(args: argparse.Namespace) -> int:
     from .passes.fold import fold_with_report
 
-    model = _load(args.model)  # no progress line before: a bad file gets exactly one error line
+    model, external = _load_file(args.model)  # no progress line before: a bad file gets exactly one error line
     _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB)")
     _progress(f"folding {sum(is_inplace_abn(n) for n in model.graph.node)} InplaceABN node(s)")
     t0 = time.perf_counter()
     folded, report = fold_with_report(model)
     elapsed = time.perf_counter() - t0
     _progress(f"writing {args.output}")
-    _save_atomic(folded, args.output, args.force, source=args.model)
+    _save_atomic(folded, args.output, args.force, source=args.model, external_source=external)
     for line in report.lines():
         print(line)
     print(f"size: {model.ByteSize()} -> {folded.ByteSize()} bytes; folded in {elapsed * 1e3:.1f} ms")
@@ -272,11 +269,11 @@ def _verify(before: onnx.ModelProto, after: onnx.ModelProto, batch: int) -> None
 def cmd_convert(args: argparse.Namespace) -> int:
     from .exporters.convert import convert_with_report
 
-    model = _load(args.model)
+    model, external = _load_file(args.model)
     _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB); converting")
     converted, report = convert_with_report(model, function_fallback=not args.no_function)
     _progress(f"writing {args.output}")
-    _save_atomic(converted, args.output, args.force, source=args.model)
+    _save_atomic(converted, args.output, args.force, source=args.model, external_source=external)
     for line in report.lines():
         print(line)
     print(f"wrote {args.output}")

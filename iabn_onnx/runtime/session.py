@@ -50,18 +50,28 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
             return onnx.load_model_from_string(data)
         except Exception as exc:
             raise ModelLoadError(f"bytes are not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+    return load_model_file(source)[0]
+
+
+def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bool]:
+    """A model file, read once, and whether it kept its tensors in external data."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
     path = Path(os.fspath(source))
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: file is empty (0 bytes)")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+        external = any(uses_external_data(t) for t in model.graph.initializer)
+        if external:
+            load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
-    return model
+    return model, external
 
 
 SPINNING_KEY = "session.intra_op.allow_spinning"
