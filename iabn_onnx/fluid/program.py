@@ -41,6 +41,11 @@ class Constant(Initializer):
         return np.full(shape, self.value, dtype)
 
 
+def _seeded(seed: int, program_rng: np.random.Generator) -> np.random.Generator:
+    """Paddle's rule: seed 0 draws from the program's random stream, any other seed from its own."""
+    return np.random.default_rng(seed) if seed else program_rng
+
+
 @dataclass(frozen=True)
 class Normal(Initializer):
     loc: float = 0.0
@@ -48,7 +53,7 @@ class Normal(Initializer):
     seed: int = 0
 
     def __call__(self, shape, dtype, rng):  # type: ignore[no-untyped-def]
-        rng = np.random.default_rng(self.seed) if self.seed else rng
+        rng = _seeded(self.seed, rng)
         return rng.normal(self.loc, self.scale, shape).astype(dtype)
 
 
@@ -59,7 +64,7 @@ class Uniform(Initializer):
     seed: int = 0
 
     def __call__(self, shape, dtype, rng):  # type: ignore[no-untyped-def]
-        rng = np.random.default_rng(self.seed) if self.seed else rng
+        rng = _seeded(self.seed, rng)
         return rng.uniform(self.low, self.high, shape).astype(dtype)
 
 
@@ -73,7 +78,7 @@ class Xavier(Initializer):
     seed: int = 0
 
     def __call__(self, shape, dtype, rng):  # type: ignore[no-untyped-def]
-        rng = np.random.default_rng(self.seed) if self.seed else rng
+        rng = _seeded(self.seed, rng)
         receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
         fan_in = self.fan_in or (shape[1] * receptive if len(shape) > 2 else shape[0])
         fan_out = self.fan_out or (shape[0] * receptive if len(shape) > 2 else shape[-1])
