@@ -11,9 +11,13 @@ import changed::
     hidden3 = fluid.layers.inplace_abn(input=hidden2, act='leaky_relu', act_alpha=0.2)
     model = fluid.to_onnx(fetch_list=[hidden3], for_test=False)   # -> onnx.ModelProto
 
-Weights trained anywhere go in by name with ``fluid.set_parameters({...})``
-(``fluid.parameters()`` lists names and shapes), or through a ``ParamAttr``
-whose initializer is ``fluid.initializer.NumpyArrayInitializer(array)``.
+Paddle checkpoint files load as in Paddle: ``fluid.load(program, "path/model")``
+(``.pdparams``), ``fluid.io.load_params(None, dirname)`` and
+``fluid.io.load_persistables(None, dirname, filename=...)`` (per-variable files or a
+combined file such as ``save_inference_model``'s ``.pdiparams``). Weights trained
+anywhere else go in by name with ``fluid.set_parameters({...})`` (``fluid.parameters()``
+lists names and shapes), or through a ``ParamAttr`` whose initializer is
+``fluid.initializer.NumpyArrayInitializer(array)``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 
-from . import layers
+from . import io, layers
+from .checkpoint import CheckpointError
+from .io import load
 from .layers import static_data as data  # fluid.data; fluid.layers.data is Paddle 1.x's (adds a batch dim)
 from .program import (
     Constant,
@@ -80,6 +86,7 @@ def parameters(program: Program | None = None) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "CheckpointError",
     "FluidError",
     "ParamAttr",
     "Program",
@@ -87,7 +94,9 @@ __all__ = [
     "data",
     "default_main_program",
     "initializer",
+    "io",
     "layers",
+    "load",
     "parameters",
     "program_guard",
     "set_parameters",
