@@ -29,7 +29,6 @@ rewrites public ``InplaceABN`` nodes to these ops.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
@@ -65,13 +64,9 @@ class NodeConfig:
     attrs: InplaceABNAttrs
     alpha_by_dtype: dict[np.dtype, np.ndarray] = field(compare=False, hash=False, repr=False)
 
-    def encode(self) -> str:
-        return encode_config(self.node, self.attrs)
-
 
 def encode_config(node: str, attrs: InplaceABNAttrs) -> str:
-    payload = {"node": node, **attrs.to_attributes()}
-    return json.dumps(payload, sort_keys=True)
+    return attrs.encode(node=node)
 
 
 _config_cache: dict[str, NodeConfig] = {}
@@ -82,9 +77,9 @@ def decode_config(text: str) -> NodeConfig:
     cfg = _config_cache.get(text)
     if cfg is not None:
         return cfg
-    payload = json.loads(text)
-    node = str(payload.pop("node"))
-    attrs = InplaceABNAttrs(**payload).validate(node)
+    attrs, extra = InplaceABNAttrs.decode(text)
+    node = str(extra["node"])
+    attrs = attrs.validate(node)
     alphas = {dt: np.array([attrs.act_alpha], dtype=dt) for dt in KERNEL_DTYPES}
     cfg = NodeConfig(node, attrs, alphas)
     with _config_lock:

@@ -2,7 +2,7 @@
 
 * The two set-up commands: the test command is exactly ``.ci/run``'s (CI runs it); the demo half of the
   first one runs here (the ``pip install`` halves are what CI's fresh install does).
-* Every ```python block runs in a fresh interpreter, from a scratch directory holding ``models/``; a line
+* Every ```python block runs in a fresh interpreter, from a scratch directory holding ``models/`` and ``tests/``; a line
   ``print(...)    # expected`` must print ``expected``.
 * Every other ```bash line runs in that scratch directory; benchmark scripts get flags that shrink them
   (fewer sizes, one repeat) and write their results to the scratch directory.
@@ -46,6 +46,7 @@ COMMANDS = [line for line in _bash_lines() if not line.startswith("pip install")
 def _scratch(tmp_path: Path) -> Path:
     (tmp_path / "models").symlink_to(ROOT / "models")
     (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the Paddle checkpoint fixtures
     return tmp_path
 
 

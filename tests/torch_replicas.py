@@ -44,6 +44,16 @@ def _reference_inplace_abn(x, weight, bias, running_mean, running_var, training,
     raise ValueError(f"Unknown activation function {activation}")
 
 
+def inplace_abn(
+    x, weight, bias, running_mean, running_var, training=True, momentum=0.1, eps=1e-05, activation="leaky_relu",
+    activation_param=0.01,
+):  # fmt: skip
+    """mapillary >= 1.0 functional form (its elu takes alpha = activation_param)."""
+    return _reference_inplace_abn(
+        x, weight, bias, running_mean, running_var, training, momentum, eps, activation, activation_param
+    )
+
+
 def _affine_and_stats(module: nn.Module, num_features: int, affine: bool, track_running_stats: bool) -> None:
     """weight/bias (ones/zeros, or None) and running_mean/var buffers (zeros/ones), as both packages do."""
     if affine:

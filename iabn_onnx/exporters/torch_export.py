@@ -1,11 +1,11 @@
 """PyTorch -> ONNX: models with InplaceABN modules, one ``InplaceABN`` node per module.
 
-Recognized modules (by class name *and* attributes; the packages are never imported):
-
-* mapillary ``inplace_abn``: ``InPlaceABN``, ``InPlaceABNSync`` and ``ABN``
-  (``eps``, ``momentum``, ``activation``, ``activation_param``, ``weight``, ``bias``,
-  ``running_mean``, ``running_var``);
-* timm ``InplaceAbn`` (same, with ``act_name`` / ``act_param``).
+Which modules are InplaceABN, and what each computes, is in ``torch_modules.py``:
+mapillary ``inplace_abn`` (>= 1.0 and the pre-1.0 module that segmentation repositories
+vendored), timm's ``InplaceAbn``, and any class the caller describes with ``modules=``.
+Calls of the functional form, ``inplace_abn(x, weight, bias, running_mean, running_var,
+training, momentum, eps, activation, activation_param_or_slope)`` and ``inplace_abn_sync``,
+from a user's own ``forward`` become nodes too (``torch_functions.py``).
 
 Semantics reproduced, per module:
 
@@ -24,9 +24,10 @@ Semantics reproduced, per module:
   The nodes' running-statistics outputs follow ONNX BatchNormalization (biased batch
   variance); mapillary updates its buffers with the unbiased one.
 
-How: each recognized module's ``forward`` is swapped, for the duration of the export
-only, for a call to the ``iabn_onnx::inplace_abn`` torch custom op, and the dynamo
-exporter's ``custom_translation_table`` maps that op to the ``InplaceABN`` node.
+How: for the export only, each recognized module's ``forward`` (and each intercepted
+function) is swapped for a call to the ``iabn_onnx::inplace_abn`` torch custom op, so
+nothing traces into the original (often a JIT-compiled C++/CUDA extension), and the
+dynamo exporter's ``custom_translation_table`` maps that op to the ``InplaceABN`` node.
 """
 
 from __future__ import annotations
@@ -36,37 +37,24 @@ import functools
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import onnx
 
 from ..op.function import add_function_fallback
-from ..op.schema import DOMAIN, OPSET_VERSION, Activation, InplaceABNAttrs, register_schema
-
-MAPILLARY_ABS_SCALE_CLASSES = frozenset({"InPlaceABN", "InPlaceABNSync"})
-MAPILLARY_PLAIN_SCALE_CLASSES = frozenset({"ABN"})
-TIMM_CLASSES = frozenset({"InplaceAbn"})
-RECOGNIZED_CLASSES = MAPILLARY_ABS_SCALE_CLASSES | MAPILLARY_PLAIN_SCALE_CLASSES | TIMM_CLASSES
-
-_COMMON_ATTRS = ("eps", "momentum", "weight", "bias", "running_mean", "running_var")
-
-
-class TorchExportError(RuntimeError):
-    """A recognized module cannot be expressed as an InplaceABN node."""
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """What one recognized module contributes to the graph."""
-
-    path: str
-    class_name: str
-    attrs: InplaceABNAttrs
-    abs_scale: bool  # scale = |weight| + eps (mapillary InPlaceABN) vs weight (ABN)
-    relu_after: bool  # ABN(activation="relu")
-    uses_batch_stats: bool
+from ..op.schema import DOMAIN, OPSET_VERSION, Activation, InplaceABNAttrs, is_inplace_abn, register_schema
+from .torch_functions import FunctionalForm, patched_functions
+from .torch_modules import (
+    Describe,
+    InplaceABNParams,
+    NodePlan,
+    TorchExportError,
+    builtin_params,
+    custom_params,
+    find_custom,
+    plan_node,
+)
 
 
 def _torch() -> Any:
@@ -75,63 +63,6 @@ def _torch() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError("export_torch needs PyTorch: pip install 'iabn-onnx[torch]'") from exc
     return torch
-
-
-def is_recognized(module: Any) -> bool:
-    """True for mapillary / timm InplaceABN-style modules (class name plus attributes)."""
-    name = type(module).__name__
-    if name not in RECOGNIZED_CLASSES or not all(hasattr(module, a) for a in _COMMON_ATTRS):
-        return False
-    if name in TIMM_CLASSES:
-        return hasattr(module, "act_name") and hasattr(module, "act_param")
-    return hasattr(module, "activation") and hasattr(module, "activation_param")
-
-
-def module_spec(path: str, module: Any, training: bool) -> ModuleSpec:
-    """Translate one recognized module's attributes into operator attributes."""
-    torch = _torch()
-    class_name = type(module).__name__
-    where = f"{path or '<root>'} ({class_name})"
-    if class_name in TIMM_CLASSES:
-        act_name, act_param = module.act_name or "identity", module.act_param
-    else:
-        act_name, act_param = module.activation, module.activation_param
-    relu_after = False
-    if act_name in ("relu", "none", None):
-        if act_name == "relu" and class_name not in MAPILLARY_PLAIN_SCALE_CLASSES:
-            raise TorchExportError(f"{where}: activation 'relu' is only valid for ABN (mapillary rejects it too)")
-        relu_after, act_name = act_name == "relu", "identity"
-    try:
-        act = Activation(act_name)
-    except ValueError:
-        raise TorchExportError(
-            f"{where}: unsupported activation {act_name!r}; expected identity, leaky_relu or elu"
-        ) from None
-    has_stats = module.running_mean is not None and module.running_var is not None
-    uses_batch_stats = training or not has_stats
-    momentum = module.momentum
-    if momentum is None:  # cumulative moving average: the factor of the next training step
-        tracked = getattr(module, "num_batches_tracked", None)
-        count = int(tracked.item()) + 1 if isinstance(tracked, torch.Tensor) else 1
-        momentum = 1.0 / count
-    attrs = InplaceABNAttrs(
-        epsilon=float(module.eps),
-        momentum=1.0 - float(momentum),
-        act=act,
-        act_alpha=float(act_param) if act is not Activation.IDENTITY else 1.0,
-        training_mode=int(uses_batch_stats),
-    )
-    faults = attrs.faults()
-    if faults:
-        raise TorchExportError(f"{where}: " + "; ".join(faults))
-    return ModuleSpec(
-        path=path,
-        class_name=class_name,
-        attrs=attrs,
-        abs_scale=class_name not in MAPILLARY_PLAIN_SCALE_CLASSES,
-        relu_after=relu_after,
-        uses_batch_stats=uses_batch_stats,
-    )
 
 
 # -- the torch custom op and its ONNX translation ----------------------------
@@ -146,7 +77,7 @@ def _custom_op() -> Any:
         schema="(Tensor x, Tensor scale, Tensor bias, Tensor mean, Tensor var, str config) -> Tensor",
     )
     def inplace_abn(x, scale, bias, mean, var, config):  # type: ignore[no-untyped-def]
-        attrs = InplaceABNAttrs(**_decode(config))
+        attrs = InplaceABNAttrs.decode(config)[0]
         shape = [1, -1] + [1] * (x.dim() - 2)
         if attrs.training_mode:
             dims = [0, *range(2, x.dim())]
@@ -167,64 +98,73 @@ def _custom_op() -> Any:
     return inplace_abn
 
 
-def _encode(attrs: InplaceABNAttrs) -> str:
-    return repr(tuple(sorted((k, v.value if hasattr(v, "value") else v) for k, v in attrs.__dict__.items())))
-
-
-def _decode(config: str) -> dict[str, Any]:
-    import ast
-
-    return dict(ast.literal_eval(config))
-
-
 def _translation(x, scale, bias, mean, var, config: str):  # type: ignore[no-untyped-def]
     """onnxscript translation of ``iabn_onnx::inplace_abn`` to one InplaceABN node."""
     from onnxscript.values import Opset
 
-    attrs = InplaceABNAttrs(**_decode(config))
+    attrs = InplaceABNAttrs.decode(config)[0]
     outputs = Opset(DOMAIN, OPSET_VERSION).InplaceABN(x, scale, bias, mean, var, **attrs.to_attributes())
     # the schema declares the two optional running-statistics outputs; the module returns Y only
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
-def _replacement_forward(module: Any, spec: ModuleSpec) -> Callable[[Any], Any]:
+def apply_node(x: Any, params: InplaceABNParams, plan: NodePlan) -> Any:
+    """The custom-op call that becomes one InplaceABN node (plus Relu for ABN(relu))."""
     torch = _torch()
-    op = _custom_op()
-    config = _encode(spec.attrs)
+    channels = x.shape[1]
+    like = {"dtype": x.dtype, "device": x.device}
+    if params.weight is not None:
+        scale = params.weight.abs() + params.eps if plan.abs_scale else params.weight
+    else:
+        scale = torch.ones(channels, **like)
+    bias = params.bias if params.bias is not None else torch.zeros(channels, **like)
+    if params.running_mean is not None and params.running_var is not None:
+        mean, var = params.running_mean, params.running_var
+    else:  # batch statistics only; the node ignores these
+        mean, var = torch.zeros(channels, **like), torch.ones(channels, **like)
+    cast = [t.to(x.dtype) for t in (scale, bias, mean, var)]
+    y = _custom_op()(x, *cast, plan.attrs.encode())
+    return torch.relu(y) if plan.relu_after else y
 
+
+def _module_params(path: str, module: Any, modules: Mapping[type | str, Describe]) -> InplaceABNParams | str | None:
+    where = f"{path or '<root>'} ({type(module).__name__})"
+    describe = find_custom(module, modules)
+    if describe is not None:
+        return custom_params(module, describe, where)
+    return builtin_params(module)
+
+
+def _forward(params: InplaceABNParams, plan: NodePlan) -> Callable[[Any], Any]:
     def forward(x: Any) -> Any:
-        channels = module.num_features if hasattr(module, "num_features") else x.shape[1]
-        like = {"dtype": x.dtype, "device": x.device}
-        if module.weight is not None:
-            scale = module.weight.abs() + module.eps if spec.abs_scale else module.weight
-            bias = module.bias
-        else:
-            scale, bias = torch.ones(channels, **like), torch.zeros(channels, **like)
-        if module.running_mean is not None and module.running_var is not None:
-            mean, var = module.running_mean, module.running_var
-        else:  # batch statistics only; the node ignores these
-            mean, var = torch.zeros(channels, **like), torch.ones(channels, **like)
-        y = op(x, scale.to(x.dtype), bias.to(x.dtype), mean.to(x.dtype), var.to(x.dtype), config)
-        return torch.relu(y) if spec.relu_after else y
+        return apply_node(x, params, plan)
 
     return forward
 
 
 @contextlib.contextmanager
-def _patched(model: Any) -> Iterator[list[ModuleSpec]]:
-    """Swap recognized modules' forward for the custom op; always restore."""
-    specs: list[ModuleSpec] = []
+def _patched_modules(model: Any, modules: Mapping[type | str, Describe]) -> Iterator[tuple[int, list[str]]]:
+    """Swap recognized modules' forward for the custom op; always restore.
+
+    Yields the number of swapped modules and, for classes named like InplaceABN that were
+    not recognized, why (to explain a failed export).
+    """
+    near_misses: list[str] = []
     patched: list[tuple[Any, bool, Any]] = []
     try:
         for path, module in model.named_modules():
-            if not is_recognized(module):
+            params = _module_params(path, module, modules)
+            if params is None:
                 continue
-            spec = module_spec(path, module, module.training)
-            specs.append(spec)
+            where = f"{path or '<root>'} ({type(module).__name__})"
+            if isinstance(params, str):
+                near_misses.append(f"{where}: {params}")
+                continue
+            plan = plan_node(params, module.training, where)
             had_own = "forward" in module.__dict__
             patched.append((module, had_own, module.__dict__.get("forward")))
-            module.forward = _replacement_forward(module, spec)
-        yield specs
+            module.forward = _forward(params, plan)
+        yield len(patched), near_misses
     finally:
         for module, had_own, previous in patched:
             if had_own:
@@ -259,6 +199,8 @@ def export_torch(
     *,
     training: Any = None,
     function_fallback: bool = True,
+    modules: Mapping[type | str, Describe] | None = None,
+    functions: Iterable[Callable[..., Any]] | Mapping[Callable[..., Any], FunctionalForm] | None = None,
     **kwargs: Any,
 ) -> onnx.ModelProto:
     """Export a PyTorch model with InplaceABN modules to ONNX; return the ModelProto.
@@ -271,6 +213,18 @@ def export_torch(
     given the model is also saved there. The model is left as it was.
     With ``function_fallback`` (default) the result carries the model-local InplaceABN
     function, so plain onnxruntime runs it too.
+
+    ``modules`` maps a class (matched with isinstance) or a class name to a function that
+    describes one of its modules: it returns an ``InplaceABNParams`` or a dict of its
+    fields (weight, bias, running_mean, running_var, eps, activation, and optionally
+    activation_param, momentum, abs_scale, num_batches_tracked). Described classes take
+    precedence over the built-in recognition.
+
+    ``functions`` lists functional InplaceABN callables to intercept where the model's code
+    calls them, or maps each to a ``FunctionalForm`` saying how to read it. By default, the
+    names ``inplace_abn`` and ``inplace_abn_sync`` in the modules that define the model's
+    classes (and in modules those import) are intercepted, with their form read from their
+    signature and source.
     """
     torch = _torch()
     register_schema()
@@ -282,14 +236,29 @@ def export_torch(
     if not kwargs["dynamo"]:
         raise ValueError("export_torch uses the dynamo exporter; the TorchScript exporter is deprecated")
     kwargs.setdefault("verbose", False)
-    with _mode(model, training), _patched(model) as specs, torch.no_grad(), warnings.catch_warnings():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_mode(model, training))
+        count, near_misses = stack.enter_context(_patched_modules(model, modules or {}))
+        stack.enter_context(patched_functions(model, functions, apply_node))
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(warnings.catch_warnings())
         # a training-mode export was asked for explicitly: torch's reminder to call eval() is noise
         warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
-        program = torch.onnx.export(model, args, custom_translation_table=table, **kwargs)
+        try:
+            program = torch.onnx.export(model, args, custom_translation_table=table, **kwargs)
+        except Exception as exc:
+            if not near_misses:
+                raise
+            raise TorchExportError(
+                f"torch.onnx.export failed ({type(exc).__name__}); these modules are named like InplaceABN but "
+                f"were not recognized: {'; '.join(near_misses)}. Describe their class with "
+                "export_torch(..., modules={cls: describe})"
+            ) from exc
     proto = program.model_proto
     _ensure_opset(proto)
     _drop_unused_running_outputs(proto)
-    proto.doc_string = f"exported by iabn_onnx.export_torch: {len(specs)} InplaceABN module(s)"
+    nodes = sum(is_inplace_abn(n) for n in proto.graph.node)
+    proto.doc_string = f"exported by iabn_onnx.export_torch: {nodes} InplaceABN node(s), {count} from modules"
     if function_fallback:
         proto = add_function_fallback(proto)
     if f is not None:
@@ -320,3 +289,6 @@ def _ensure_opset(model: onnx.ModelProto) -> None:
         uses = any(n.domain == DOMAIN for n in model.graph.node)
         if uses:
             model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
+
+
+__all__ = ["FunctionalForm", "InplaceABNParams", "TorchExportError", "export_torch"]

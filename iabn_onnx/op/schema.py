@@ -20,6 +20,7 @@ returns ``running_mean``/``running_var`` updated as
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,6 +176,18 @@ class InplaceABNAttrs:
             "training_mode": self.training_mode,
             "data_layout": self.data_layout.value,
         }
+
+    def encode(self, **extra: object) -> str:
+        """The one text encoding of these attributes (JSON, every float bit kept), plus ``extra`` keys."""
+        return json.dumps({**extra, **self.to_attributes()}, sort_keys=True)
+
+    @classmethod
+    def decode(cls, text: str) -> tuple[InplaceABNAttrs, dict[str, object]]:
+        """Inverse of ``encode``: the attributes (not yet validated) and the extra keys."""
+        payload = json.loads(text)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        extra = {k: payload.pop(k) for k in list(payload) if k not in fields}
+        return cls(**payload), extra
 
     def replace(self, **changes: object) -> InplaceABNAttrs:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
