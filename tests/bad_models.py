@@ -8,7 +8,6 @@ a fresh interpreter, because the failure we guard against is a process abort.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from iabn_onnx import InplaceABNAttrs
@@ -124,7 +123,3 @@ def _opset(model, version):
         if imp.domain == DOMAIN:
             imp.version = version
     return model
-
-
-def onnx_save(model: onnx.ModelProto, path: str) -> None:
-    onnx.save(model, path)

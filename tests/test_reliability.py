@@ -27,46 +27,50 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the bad-model matrix through fold, convert and the CLI ----------------------
+def _named(exc: InplaceABNError) -> bool:
+    return exc.node in ("abn0", "<model>")
+
+
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
-def test_fold_and_convert_never_rewrite_a_bad_node(case):
-    """fold leaves an invalid node as it is, with a reason (or raises naming it); convert does not touch it."""
-    factory, _ = MODEL_CASES[case]
+def test_fold_and_convert_reject_a_bad_node_unless_asked_to_keep_it(case):
+    """fold and convert raise naming the node; with keep_invalid they leave it as it is, reported."""
+    factory, fault = MODEL_CASES[case]
     model = factory()
     before = model.SerializeToString()
+    for transform in (fold_with_report, iabn_onnx.convert):
+        with pytest.raises(InplaceABNError) as info:
+            transform(model)
+        assert _named(info.value) and fault in info.value.fault, info.value
     try:
-        folded, report = fold_with_report(model)
-    except InplaceABNError as exc:
-        assert "abn0" in str(exc) or "<model>" in str(exc)
+        folded, report = fold_with_report(model, keep_invalid=True)
+    except InplaceABNError as exc:  # an unknown opset version of our domain cannot be kept
+        assert exc.node == "<model>" and "opset" in exc.fault
     else:
         assert report.count == 0, report.lines()
         assert [n.op_type for n in folded.graph.node] == [n.op_type for n in model.graph.node]
-        assert report.left and report.left[0][0] == "abn0"
-    converted = iabn_onnx.convert(model)
-    assert [n.op_type for n in converted.graph.node] == [n.op_type for n in model.graph.node]
+        assert report.left[0][0] == "abn0" and fault in report.left[0][1]
+        converted = iabn_onnx.convert(model, keep_invalid=True)
+        assert [n.op_type for n in converted.graph.node] == [n.op_type for n in model.graph.node]
     assert model.SerializeToString() == before  # arguments are never mutated
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
-def test_cli_check_and_fold_reject_bad_model_with_one_line(case, tmp_path, capsys):
-    """In-process (neither command runs a kernel, so nothing can abort): check exits 1 naming the node;
-    fold exits 0 or 1, and when it writes, the bad node is left as it was and reported."""
+def test_cli_check_fold_and_convert_reject_bad_model_with_one_line(case, tmp_path, capsys):
+    """In-process (no command runs a kernel, so nothing can abort): exit 1, exactly one stderr line
+    naming the node and the fault, nothing written, and no "ok" printed before the fault."""
     from iabn_onnx.cli import main
 
-    factory, _ = MODEL_CASES[case]
+    factory, fault = MODEL_CASES[case]
     path = tmp_path / "bad.onnx"
     onnx.save(factory(), path)
-    assert main(["check", str(path)]) == 1
-    err = capsys.readouterr().err
-    assert [line for line in err.splitlines() if line.startswith("error:")], err
-    assert "abn0" in err or "opset" in err, err
-    code = main(["fold", str(path), "-o", str(tmp_path / "o.onnx")])
-    out = capsys.readouterr()
-    assert code in (0, 1), out.err
-    if code == 0:
-        assert [n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node] == ["InplaceABN"]
-        assert "abn0" in out.out
-    else:
-        assert len(out.err.strip().splitlines()[-1:]) == 1 and "error:" in out.err
+    for args in (["check"], ["fold", "-o", str(tmp_path / "o.onnx")], ["convert", "-o", str(tmp_path / "c.onnx")]):
+        assert main([args[0], str(path), *args[1:]]) == 1, args
+        out = capsys.readouterr()
+        lines = out.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"iabn-onnx {args[0]}: error:"), out.err
+        assert ("abn0" in lines[0] or "opset" in lines[0]) and fault in lines[0], lines[0]
+        assert "ok" not in out.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
 
 
 # -- odd inputs -------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ..op.schema import (
     make_node,
     register_schema,
 )
+from ..op.validation import check_model_nodes
 
 
 @dataclass
@@ -59,15 +60,18 @@ def _name(node: NodeProto) -> str:
 
 
 def convert_with_report(
-    model: onnx.ModelProto, function_fallback: bool = True
+    model: onnx.ModelProto, function_fallback: bool = True, keep_invalid: bool = False
 ) -> tuple[onnx.ModelProto, ConvertReport]:
     """Return a copy of model with BatchNormalization(+act) replaced by InplaceABN where exact.
 
     With ``function_fallback`` (default) the result carries the model-local InplaceABN
     function, so plain onnxruntime still runs it (needs ONNX opset >= 13; the report says
-    when it was left out).
+    when it was left out). An InplaceABN node already in the model that is invalid raises
+    ``InplaceABNError`` naming it, unless ``keep_invalid``.
     """
     register_schema()
+    if not keep_invalid:
+        check_model_nodes(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -153,9 +157,9 @@ def convert_with_report(
     return out, report
 
 
-def convert(model: onnx.ModelProto, function_fallback: bool = True) -> onnx.ModelProto:
+def convert(model: onnx.ModelProto, function_fallback: bool = True, keep_invalid: bool = False) -> onnx.ModelProto:
     """Return a copy of model with BatchNormalization(+LeakyRelu/Elu) as InplaceABN nodes."""
-    return convert_with_report(model, function_fallback)[0]
+    return convert_with_report(model, function_fallback, keep_invalid)[0]
 
 
 __all__ = ["ConvertReport", "convert", "convert_with_report"]

@@ -15,6 +15,11 @@ opset 19) and selects with ``Where``:
     Y     = act == leaky_relu ? where(z<0, alpha·z, z) : act == elu ? where(z<0, alpha·(e^z-1), z) : z
     running_mean = mean·momentum + batch_mean·(1-momentum)   (same for running_var)
 
+An unknown ``act`` or ``data_layout``, or an ``act_alpha`` that is not finite and > 0
+for leaky_relu/elu, makes every output NaN (plain onnxruntime cannot raise from a
+function body); ``iabn_onnx.InferenceSession``, ``fold``, ``convert``, ``check`` and
+``onnx.checker`` reject such a node outright.
+
 It trades speed for portability (both activations and, in training mode, both
 statistics are evaluated); fold the model for speed.
 """
@@ -84,8 +89,25 @@ def _body() -> list[onnx.NodeProto]:
             domain=ML_DOMAIN,
             keys_strings=["NCHW", "NHWC"],
             values_int64s=[0, 1],
-            default_int64=0,
+            default_int64=-1,
         ),
+        # an unknown act or data_layout, or act_alpha <= 0, NaN or inf for leaky_relu/elu, makes
+        # every output NaN: the body never computes something else in their place
+        n("GreaterOrEqual", ["act_code", "zero"], ["act_known"]),
+        n("GreaterOrEqual", ["layout_code", "zero"], ["layout_known"]),
+        n("Greater", ["act_code", "zero"], ["needs_alpha"]),
+        helper.make_node("Constant", [], ["zero_attr_f"], value_float=0.0),
+        n("Greater", ["alpha_f", "zero_attr_f"], ["alpha_positive"]),
+        n("IsInf", ["alpha_f"], ["alpha_inf"]),
+        n("Not", ["alpha_inf"], ["alpha_finite"]),
+        n("And", ["alpha_positive", "alpha_finite"], ["alpha_ok"]),
+        n("Not", ["needs_alpha"], ["alpha_unused"]),
+        n("Or", ["alpha_unused", "alpha_ok"], ["alpha_valid"]),
+        n("And", ["act_known", "layout_known"], ["names_known"]),
+        n("And", ["names_known", "alpha_valid"], ["valid"]),
+        helper.make_node("Constant", [], ["nan_attr_f"], value_float=float("nan")),
+        n("CastLike", ["nan_attr_f", "X"], ["nan_x"]),
+        n("Max", ["layout_code", "zero"], ["layout_axis_code"]),  # keeps the shape arithmetic in range
         n("CastLike", ["eps_f", "X"], ["eps"]),
         n("CastLike", ["mom_f", "X"], ["mom"]),
         n("CastLike", ["alpha_f", "X"], ["alpha"]),
@@ -98,7 +120,7 @@ def _body() -> list[onnx.NodeProto]:
         n("Shape", ["X"], ["x_shape"]),
         n("Size", ["x_shape"], ["rank"]),
         n("Sub", ["rank", "two"], ["rank_m2"]),
-        n("Mul", ["layout_code", "rank_m2"], ["shift"]),
+        n("Mul", ["layout_axis_code", "rank_m2"], ["shift"]),
         n("Add", ["shift", "one"], ["axis"]),
         n("CumSum", ["ones_r", "zero"], ["dims_from_1"]),  # 1..r (Range here trips the same propagation bug)
         n("Sub", ["dims_from_1", "one"], ["dims"]),
@@ -151,7 +173,8 @@ def _body() -> list[onnx.NodeProto]:
         n("Equal", ["act_code", "one"], ["is_leaky"]),
         n("Equal", ["act_code", "two"], ["is_elu"]),
         n("Where", ["is_elu", "elu", "z"], ["elu_or_z"]),
-        n("Where", ["is_leaky", "leaky", "elu_or_z"], ["Y"]),
+        n("Where", ["is_leaky", "leaky", "elu_or_z"], ["y_act"]),
+        n("Where", ["valid", "y_act", "nan_x"], ["Y"]),
         # updated running statistics (training_mode=1)
         n("Reshape", ["batch_mean", "minus_one_1d"], ["batch_mean_c"]),
         n("Reshape", ["batch_var", "minus_one_1d"], ["batch_var_c"]),
@@ -159,10 +182,12 @@ def _body() -> list[onnx.NodeProto]:
         n("Sub", ["one_f", "mom"], ["one_minus_mom"]),
         n("Mul", ["mean", "mom"], ["rm_keep"]),
         n("Mul", ["batch_mean_c", "one_minus_mom"], ["rm_new"]),
-        n("Add", ["rm_keep", "rm_new"], ["running_mean"]),
+        n("Add", ["rm_keep", "rm_new"], ["rm_sum"]),
+        n("Where", ["valid", "rm_sum", "nan_x"], ["running_mean"]),
         n("Mul", ["var", "mom"], ["rv_keep"]),
         n("Mul", ["batch_var_c", "one_minus_mom"], ["rv_new"]),
-        n("Add", ["rv_keep", "rv_new"], ["running_var"]),
+        n("Add", ["rv_keep", "rv_new"], ["rv_sum"]),
+        n("Where", ["valid", "rv_sum", "nan_x"], ["running_var"]),
     ]
 
 

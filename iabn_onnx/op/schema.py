@@ -19,10 +19,13 @@ returns ``running_mean``/``running_var`` updated as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+import re
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -268,8 +271,44 @@ def shape_faults(
 
 
 # -- ONNX OpSchema ----------------------------------------------------------
+_inference_checks = threading.local()
+
+
+@contextlib.contextmanager
+def attribute_checks_off() -> Iterator[None]:
+    """Within the block (this thread), shape inference types InplaceABN nodes without judging
+    their attribute values: for callers that report invalid nodes themselves, node by node."""
+    previous = getattr(_inference_checks, "off", False)
+    _inference_checks.off = True
+    try:
+        yield
+    finally:
+        _inference_checks.off = previous
+
+
+def attrs_from_context(ctx: onnx.shape_inference.InferenceContext) -> InplaceABNAttrs:
+    """The node's attributes as shape inference sees them; InplaceABNError on any fault."""
+    display = ctx.get_display_name() if hasattr(ctx, "get_display_name") else ""
+    match = re.search(r"\((.*)\)$", display)  # "node InplaceABN[ai.iabn] (abn0)"
+    name = match.group(1) if match and match.group(1) else f"<unnamed {OP_TYPE}>"
+    values: dict[str, object] = {}
+    for attr_name in _ATTR_SPECS:
+        attr = ctx.get_attribute(attr_name)
+        if attr is not None:
+            value = helper.get_attribute_value(attr)
+            values[attr_name] = value.decode() if isinstance(value, bytes) else value
+    try:
+        attrs = InplaceABNAttrs(**values)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InplaceABNError(name, str(exc)) from None
+    return attrs.validate(name)
+
+
 def _infer(ctx: onnx.shape_inference.InferenceContext) -> None:
-    """Type and shape inference: Y like X; running stats like mean."""
+    """Attribute values are checked (the OpSchema checks only names and types), then
+    Y is typed like X and the running statistics like mean."""
+    if not getattr(_inference_checks, "off", False):
+        attrs_from_context(ctx)
     x_type = ctx.get_input_type(0)
     if x_type is None or not x_type.HasField("tensor_type"):
         return

@@ -10,14 +10,16 @@ from dataclasses import dataclass
 import onnx
 from onnx import NodeProto, TensorProto
 
-from ..graph import infer_shapes_light
+from ..graph import graphs, infer_shapes_light
 from .schema import (
     DOMAIN,
     INPUT_NAMES,
+    OP_TYPE,
     OPSET_VERSION,
     SUPPORTED_DTYPES,
     InplaceABNAttrs,
     InplaceABNError,
+    attribute_checks_off,
     bound_outputs,
     node_display_name,
     shape_faults,
@@ -48,7 +50,8 @@ class TensorInfo:
 
 def type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """Element types and shapes of every named value onnx can infer."""
-    inferred = infer_shapes_light(model)
+    with attribute_checks_off():  # check_node reports invalid attributes, naming the node
+        inferred = infer_shapes_light(model)
     table: dict[str, TensorInfo] = {}
     graph = inferred.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:
@@ -97,3 +100,17 @@ def check_node(node: NodeProto, table: dict[str, TensorInfo]) -> CheckedNode:
     if faults:
         raise InplaceABNError(name, "; ".join(faults))
     return CheckedNode(name, attrs, x_type)
+
+
+def check_model_nodes(model: onnx.ModelProto, table: dict[str, TensorInfo] | None = None) -> list[CheckedNode]:
+    """Validate the opset import and every InplaceABN node (subgraphs too); raise on the first fault."""
+    check_opset(model)
+    table = type_table(model) if table is None else table
+    checked = []
+    for graph in graphs(model.graph):
+        for node in graph.node:
+            if node.domain == DOMAIN and node.op_type != OP_TYPE:
+                raise InplaceABNError(node_display_name(node), f"unknown op '{node.op_type}' in domain '{DOMAIN}'")
+            if node.domain == DOMAIN:
+                checked.append(check_node(node, table))
+    return checked

@@ -124,11 +124,13 @@ class _Match:
     dtype: np.dtype
 
 
-def _check_node(g: _Graph, node: NodeProto) -> _Match | str:
+def _check_node(g: _Graph, node: NodeProto, keep_invalid: bool) -> _Match | str:
     name = node_display_name(node)
     try:  # the runtime's validation: a node it would reject is never rewritten
         attrs = check_node(node, g.types).attrs
     except InplaceABNError as exc:
+        if not keep_invalid:
+            raise
         return f"invalid node: {exc.fault}"
     if attrs.training_mode:
         return "training_mode=1 (batch statistics are computed at run time)"
@@ -382,26 +384,30 @@ def _per_channel_nodes(g: _Graph, m: _Match, x: str, z: str, rank: int | None) -
 
 
 # -- driver ------------------------------------------------------------------------------
-def fold_with_report(model: onnx.ModelProto, into_producers_only: bool = False) -> tuple[onnx.ModelProto, FoldReport]:
+def fold_with_report(
+    model: onnx.ModelProto, into_producers_only: bool = False, keep_invalid: bool = False
+) -> tuple[onnx.ModelProto, FoldReport]:
     """Fold every foldable InplaceABN node; return the new model and what happened.
 
-    ``into_producers_only`` leaves nodes with no producer to fold into (instead of
-    the per-channel Mul+Add); the runtime uses it, the kernel being faster there.
+    An invalid InplaceABN node raises ``InplaceABNError`` naming it; with ``keep_invalid``
+    it is left as it is and reported instead. ``into_producers_only`` leaves nodes with no
+    producer to fold into (instead of the per-channel Mul+Add).
     """
     check_opset(model)
-    return _fold(model, type_table(model), into_producers_only)
+    return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
 
 def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> onnx.ModelProto:
     """The runtime's fold: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
 
     ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session.
+    Invalid nodes are left for the lowering, which reports them.
     """
-    return _fold(model, types, into_producers_only=True)[0]
+    return _fold(model, types, into_producers_only=True, keep_invalid=True)[0]
 
 
 def _fold(
-    model: onnx.ModelProto, types: dict[str, TensorInfo], into_producers_only: bool
+    model: onnx.ModelProto, types: dict[str, TensorInfo], into_producers_only: bool, keep_invalid: bool
 ) -> tuple[onnx.ModelProto, FoldReport]:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -411,7 +417,7 @@ def _fold(
     for node in list(graph.node):
         if not is_inplace_abn(node):
             continue
-        m = _check_node(g, node)
+        m = _check_node(g, node, keep_invalid)
         if isinstance(m, str):
             report.left.append((node_display_name(node), m))
             continue
@@ -447,9 +453,12 @@ def _fold(
     return out, report
 
 
-def fold(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of model with every foldable InplaceABN node replaced by standard ops."""
-    return fold_with_report(model)[0]
+def fold(model: onnx.ModelProto, keep_invalid: bool = False) -> onnx.ModelProto:
+    """Return a copy of model with every foldable InplaceABN node replaced by standard ops.
+
+    An invalid InplaceABN node raises ``InplaceABNError``; ``keep_invalid=True`` leaves it in place.
+    """
+    return fold_with_report(model, keep_invalid=keep_invalid)[0]
 
 
 def plan_fold(model: onnx.ModelProto) -> list[str]:
