@@ -8,9 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .op.schema import InplaceABNAttrs, make_node, opset_import
-
-ONNX_OPSET = 17
+from .op.schema import ONNX_OPSET, InplaceABNAttrs, make_model, make_node, opset_import
 
 
 def random_params(channels: int, dtype: np.dtype | type, seed: int = 0) -> dict[str, np.ndarray]:
@@ -59,7 +57,7 @@ def single_node_model(
         [helper.make_tensor_value_info(o, elem, s) for o, s in zip(outputs, out_shapes)],
         initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
     return model, params
 
 
@@ -99,7 +97,7 @@ def native_equivalent(
         [helper.make_tensor_value_info("Y", elem, list(shape))],
         [numpy_helper.from_array(v, k) for k, v in params.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
 
 
 def conv_net_model(
@@ -171,7 +169,7 @@ def conv_net_model(
         [helper.make_tensor_value_info("Y", elem, ["N", 10])],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
 
 
 def chain_model(layers: int = 200, channels: int = 64, image: int = 8, seed: int = 0) -> onnx.ModelProto:
@@ -200,7 +198,7 @@ def chain_model(layers: int = 200, channels: int = 64, image: int = 8, seed: int
         [helper.make_tensor_value_info("Y", elem, ["N", channels, image, image])],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
 
 
 def batchnorm_form(model: onnx.ModelProto) -> onnx.ModelProto:

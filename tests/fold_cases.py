@@ -7,8 +7,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from iabn_onnx import InplaceABNAttrs
-from iabn_onnx.examples import ONNX_OPSET, random_params
-from iabn_onnx.op.schema import make_node, opset_import
+from iabn_onnx.examples import random_params
+from iabn_onnx.op.schema import ONNX_OPSET, make_model, make_node, opset_import
 
 
 def producer_model(
@@ -110,5 +110,5 @@ def producer_model(
     if producer_is_output:
         graph_outputs.append(out("P", rank))
     graph = helper.make_graph(nodes, "fold_case", inputs, graph_outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
     return model, x_shape

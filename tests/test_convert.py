@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 import iabn_onnx
 from iabn_onnx.examples import random_params
 from iabn_onnx.exporters.convert import convert_with_report
+from iabn_onnx.op.schema import make_model
 from tests.conftest import assert_close, rng
 
 
@@ -42,7 +43,7 @@ def bn_model(
         nodes, "bn", inputs, [helper.make_tensor_value_info(o, elem, ["N", 6, 4, 4]) for o in outputs], inits
     )
     feed_params = dict(zip(names, p.values())) if params_as_inputs else {}
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), feed_params
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), feed_params
 
 
 @pytest.mark.parametrize("params_as_inputs", [False, True], ids=["const", "inputs"])

@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 import iabn_onnx
 from iabn_onnx.examples import batchnorm_form
 from iabn_onnx.op.reference import reference_evaluator
-from iabn_onnx.op.schema import Activation, InplaceABNAttrs, Layout, make_node, opset_import
+from iabn_onnx.op.schema import Activation, InplaceABNAttrs, Layout, make_model, make_node, opset_import
 from iabn_onnx.passes.fold import fold_with_report
 
 FUZZ_TOLERANCE = {np.float32: (2e-4, 2e-4), np.float64: (1e-9, 1e-9)}  # chains compound rounding
@@ -163,7 +163,7 @@ def random_graphs(draw) -> tuple[onnx.ModelProto, dict[str, np.ndarray], type]:
     graph = helper.make_graph(
         b.nodes, "fuzz", b.inputs, b.outputs, [numpy_helper.from_array(v, k) for k, v in b.inits.items()]
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), opset_import()])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), opset_import()])
     return model, b.feeds, dtype
 
 

@@ -8,6 +8,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from iabn_onnx import InplaceABNAttrs, inplace_abn_reference
+from iabn_onnx.op.schema import make_model
 from tests.conftest import assert_close, rng
 
 
@@ -55,7 +56,7 @@ def _onnx_bn_act(x, params, attrs, training):
         [helper.make_tensor_value_info(n, 11, None) for n in "xsbmv"],
         [helper.make_tensor_value_info(n, 11, None) for n in outs],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     return ReferenceEvaluator(model).run(None, dict(zip("xsbmv", [x, *params])))
 
 

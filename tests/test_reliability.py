@@ -19,6 +19,7 @@ from onnx import helper
 import iabn_onnx
 from iabn_onnx import InplaceABNAttrs, InplaceABNError, inplace_abn_reference
 from iabn_onnx.examples import native_equivalent, single_node_model
+from iabn_onnx.op.schema import make_model
 from iabn_onnx.passes.fold import fold_with_report
 from tests.bad_models import MODEL_CASES
 from tests.conftest import TOLERANCES, assert_close, rng, run_isolated
@@ -286,7 +287,7 @@ def test_convert_of_a_bad_batchnormalization_reports_and_keeps_it():
         [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [2, 3])],
         [onnx.numpy_helper.from_array(v, k) for k, v in params.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     converted, report = iabn_onnx.exporters.convert.convert_with_report(model)
     assert not report.converted and "epsilon" in report.skipped[0][1]
     assert converted.graph.node[0].op_type == "BatchNormalization"

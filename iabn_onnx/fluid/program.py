@@ -17,9 +17,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..op.function import add_function_fallback
-from ..op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, register_schema
+from ..op.schema import DOMAIN, ONNX_OPSET, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, make_model, register_schema
 
-ONNX_OPSET = 17
 DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
 
@@ -269,8 +268,7 @@ def _to_onnx(
     opsets = [helper.make_opsetid("", ONNX_OPSET)]
     if any(n.domain == DOMAIN for n in nodes):
         opsets.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="iabn_onnx.fluid")
-    model.ir_version = 8
+    model = make_model(graph, opsets, producer_name="iabn_onnx.fluid")
     if function_fallback:
         model = add_function_fallback(model)
     onnx.checker.check_model(model, full_check=True)

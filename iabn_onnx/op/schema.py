@@ -37,6 +37,11 @@ DOMAIN = "ai.iabn"
 OP_TYPE = "InplaceABN"
 OPSET_VERSION = 1
 
+#: models this package writes declare ONNX opset 17 and IR version 10: the oldest supported
+#: onnxruntime (1.20, "max supported IR version: 10") loads them
+ONNX_OPSET = 17
+IR_VERSION = 10
+
 INPUT_NAMES = ("X", "scale", "B", "mean", "var")
 OUTPUT_NAMES = ("Y", "running_mean", "running_var")
 
@@ -381,6 +386,13 @@ def make_node(
     """An InplaceABN NodeProto with every attribute written explicitly."""
     attrs = attrs or InplaceABNAttrs()
     return helper.make_node(OP_TYPE, list(inputs), list(outputs), name=name, domain=DOMAIN, **attrs.to_attributes())
+
+
+def make_model(
+    graph: onnx.GraphProto, opset_imports: Sequence[onnx.OperatorSetIdProto], **kwargs: object
+) -> onnx.ModelProto:
+    """``helper.make_model`` at this package's IR version (not the installed onnx's newest)."""
+    return helper.make_model(graph, opset_imports=list(opset_imports), ir_version=IR_VERSION, **kwargs)
 
 
 def opset_import() -> onnx.OperatorSetIdProto:
