@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,16 +39,13 @@ import numpy as np
 import onnxruntime_extensions
 from onnxruntime_extensions import PyCustomOpDef, get_library_path
 
-from iabn_onnx.op.schema import DOMAIN, InplaceABNAttrs, InplaceABNError, shape_faults
+from iabn_onnx.op.schema import InplaceABNAttrs, InplaceABNError, shape_faults
 
 from . import kernels
+from .names import CONFIG_ATTR, INFERENCE_OP, RUNTIME_DOMAIN, TRAINING_OP
 
 log = logging.getLogger("iabn_onnx.runtime")
 
-RUNTIME_DOMAIN = DOMAIN + ".runtime"
-INFERENCE_OP = "InplaceABNInference"
-TRAINING_OP = "InplaceABNTraining"
-CONFIG_ATTR = "config"
 
 _DTYPES = {np.dtype(np.float32): PyCustomOpDef.dt_float, np.dtype(np.float64): PyCustomOpDef.dt_double}
 KERNEL_DTYPES = tuple(_DTYPES)
@@ -63,10 +59,6 @@ class NodeConfig:
     node: str
     attrs: InplaceABNAttrs
     alpha_by_dtype: dict[np.dtype, np.ndarray] = field(compare=False, hash=False, repr=False)
-
-
-def encode_config(node: str, attrs: InplaceABNAttrs) -> str:
-    return attrs.encode(node=node)
 
 
 _config_cache: dict[str, NodeConfig] = {}
@@ -103,8 +95,6 @@ class KernelFault:
 
 
 _slot = threading.local()
-#: faults from calls made outside iabn_onnx.InferenceSession.run (newest last)
-orphan_faults: deque[KernelFault] = deque(maxlen=64)
 
 
 class ErrorSlot:
@@ -122,8 +112,7 @@ class ErrorSlot:
 
 def _record(fault: KernelFault) -> None:
     faults = getattr(_slot, "faults", None)
-    if faults is None:
-        orphan_faults.append(fault)
+    if faults is None:  # a call from outside iabn_onnx.InferenceSession.run: only a log line can tell
         log.error("%s (outputs set to NaN)", fault.to_exception())
     else:
         faults.append(fault)

@@ -2,7 +2,8 @@
 
 before:  P(X_in, W, b) -> X -> InplaceABN(scale, B, mean, var; eps, act, alpha) -> Y
 after:   P(X_in, W', b') -> [act] -> Y                    (producer fold)
-    or:  X -> Mul(s) -> Add(t) -> [act] -> Y              (per-channel fallback)
+    or:  X -> BatchNormalization -> [act] -> Y            (no producer; NCHW float16/float32, batchnorm_form.py)
+    or:  X -> Mul(s) -> Add(t) -> [act] -> Y              (per-channel fallback: NHWC, float64)
 
 with, per channel c, computed in float64 and cast back to the model dtype:
     s[c] = scale[c] / sqrt(var[c] + eps)
@@ -48,6 +49,7 @@ from ..op.schema import (
     node_display_name,
 )
 from ..op.validation import TensorInfo, check_node, check_opset, type_table
+from . import batchnorm_form
 
 
 @dataclass
@@ -397,20 +399,27 @@ def fold_with_report(
     return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
 
-def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> onnx.ModelProto:
-    """The runtime's fold: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
+def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> FoldReport:
+    """The runtime's fold, in place: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
 
-    ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session.
-    Invalid nodes are left for the lowering, which reports them.
+    ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session;
+    the caller owns ``model`` (the session's own copy) and has validated its nodes.
     """
-    return _fold(model, types, into_producers_only=True, keep_invalid=True)[0]
+    return _fold(model, types, into_producers_only=True, keep_invalid=True, in_place=True)[1]
 
 
 def _fold(
-    model: onnx.ModelProto, types: dict[str, TensorInfo], into_producers_only: bool, keep_invalid: bool
+    model: onnx.ModelProto,
+    types: dict[str, TensorInfo],
+    into_producers_only: bool,
+    keep_invalid: bool,
+    in_place: bool = False,
 ) -> tuple[onnx.ModelProto, FoldReport]:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    if in_place:
+        out = model
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     report = FoldReport()
     graph = out.graph
     g = _Graph(graph, types)
@@ -441,6 +450,12 @@ def _fold(
             report.left.append((m.name, "no Conv/ConvTranspose/Gemm/MatMul producer to fold into"))
             continue
         if new_nodes is None:
+            dtype = helper.np_dtype_to_tensor_dtype(m.dtype)
+            if batchnorm_form.check(m.attrs, dtype, g.constant(node.input[1])) is None:
+                new_nodes = batchnorm_form.rewrite(node, m.attrs, g.fresh)
+                report.folded.append((m.name, f"into {batchnorm_form.ROUTE}"))
+                _replace_node(graph, node, new_nodes)
+                continue
             z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
             affine = _per_channel_nodes(g, m, x, z, _rank(g, x))
             if isinstance(affine, str):

@@ -1,31 +1,32 @@
-"""Lowering: public ``InplaceABN`` nodes -> the registered runtime kernels.
+"""Lowering: route every public ``InplaceABN`` node to the fastest implementation exact for it.
 
-before:  X, scale, B, mean, var -> InplaceABN[ai.iabn](attrs) -> Y [, running_mean, running_var]
-after:   X, scale, B, mean, var -> InplaceABNInference|InplaceABNTraining[ai.iabn.runtime](config=JSON) -> ...
+One pass of each stage, on the session's own copy of the model (changed in place):
 
-Preconditions, checked statically and reported as ``InplaceABNError``
-naming the node: valid attributes, exactly 5 inputs, 1 output (or 1 or 3
-with training_mode=1), a supported dtype shared by all inputs, and, where
-shapes are known, rank 2-5 and parameters of shape [C].
+1. validate every node once (``check_model_nodes``: attributes, arity, dtype, rank, parameter
+   lengths, opset; a fault raises ``InplaceABNError`` naming the node);
+2. route frozen nodes that follow a Conv/ConvTranspose/Gemm/MatMul into that layer
+   (``passes.fold``, as onnxruntime folds Conv+BatchNormalization);
+3. route other frozen nodes to BatchNormalization + activation (``passes.batchnorm_form``:
+   NCHW float16/float32, statistics constant or fed at run time);
+4. lower what is left (training mode, NHWC, float64) to the registered kernel ops:
 
-float16 nodes are computed in float32: the Python-op bridge cannot take a
-float16 input (it aborts the process), so Cast nodes wrap the kernel.
-A training node with only ``Y`` gets two hidden outputs, because Python
-ops have no optional outputs.
+   X, scale, B, mean, var -> InplaceABNInference|InplaceABNTraining[ai.iabn.runtime](config=JSON) -> ...
 
-With ``fold_frozen``, after every node has been validated, frozen nodes
-(training_mode=0, constant parameters) whose input comes straight from a
-Conv, ConvTranspose, Gemm or MatMul are folded into that layer first, as
-onnxruntime folds Conv+BatchNormalization: the bridge's two tensor copies
-per node cost more than the node itself. The rest run in the kernel.
+   float16 nodes compute in float32 between Casts (the Python-op bridge aborts on a float16
+   input), and a training node with only ``Y`` gets two hidden outputs (Python ops have no
+   optional outputs).
+
+``kernel_only`` skips 2 and 3. ``routes`` says, node by node, which route each took and why.
 """
 
 from __future__ import annotations
 
-import onnx
-from onnx import NodeProto, TensorProto, helper
+from dataclasses import dataclass
 
-from iabn_onnx.custom_ops.registration import (
+import onnx
+from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from iabn_onnx.custom_ops.names import (
     CONFIG_ATTR,
     INFERENCE_OP,
     RUNTIME_DOMAIN,
@@ -34,17 +35,28 @@ from iabn_onnx.custom_ops.registration import (
 )
 from iabn_onnx.graph import fresh_name, graphs
 from iabn_onnx.op.function import remove_function_fallback
-from iabn_onnx.op.schema import (
-    DOMAIN,
-    InplaceABNError,
-    bound_outputs,
-    is_inplace_abn,
-    node_display_name,
-    register_schema,
-)
-from iabn_onnx.op.validation import CheckedNode, check_node, check_opset, type_table
+from iabn_onnx.op.schema import DOMAIN, ONNX_OPSET, bound_outputs, is_inplace_abn, register_schema
+from iabn_onnx.op.validation import CheckedNode, check_model_nodes, type_table
+
+from ..passes import batchnorm_form
+from ..passes.fold import fold_into_producers
 
 LoweredNode = CheckedNode  # what the session reports per kernel node
+
+KERNEL = "kernel"
+PRODUCER_FOLD = "producer fold"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one InplaceABN node went: ``route`` is "producer fold", "BatchNormalization" or "kernel"."""
+
+    node: str
+    route: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.route} ({self.detail})"
 
 
 class _Namer:
@@ -54,6 +66,7 @@ class _Namer:
             for n in g.node:
                 self.used.update(n.input)
                 self.used.update(n.output)
+                self.used.add(n.name)
             self.used.update(i.name for i in g.initializer)
             self.used.update(i.name for i in g.input)
 
@@ -61,38 +74,60 @@ class _Namer:
         return fresh_name(self.used, base)
 
 
-def lower(model: onnx.ModelProto, fold_frozen: bool = False) -> tuple[onnx.ModelProto, list[LoweredNode]]:
-    """Return a copy of model whose InplaceABN nodes use the runtime kernels (see module doc)."""
-    register_schema()
-    check_opset(model)
-    table = type_table(model)
-    if fold_frozen:
-        from ..passes.fold import fold_into_producers
+def lower(
+    model: onnx.ModelProto, kernel_only: bool = False
+) -> tuple[onnx.ModelProto, list[LoweredNode], list[Route]]:
+    """Route and lower ``model`` in place (the caller's own copy); see the module doc.
 
-        # a fresh copy; fold leaves invalid nodes, so the checks below still report them
-        lowered = fold_into_producers(model, table)
-    else:
-        lowered = onnx.ModelProto()
-        lowered.CopyFrom(model)
-    namer = _Namer(lowered)
-    report: list[LoweredNode] = []
-    for graph in graphs(lowered.graph):
+    Returns the model, the nodes the kernel runs, and every node's route.
+    """
+    register_schema()
+    table = type_table(model)
+    infos = check_model_nodes(model, table)
+    nodes = [n for g in graphs(model.graph) for n in g.node if is_inplace_abn(n)]
+    checked = {node.output[0]: info for node, info in zip(nodes, infos)}
+    routes: list[Route] = []
+    if not kernel_only:
+        report = fold_into_producers(model, table)
+        routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
+    namer = _Namer(model)
+    kernel_nodes: list[LoweredNode] = []
+    for graph in graphs(model.graph):
+        fed = {i.name for i in graph.input}  # an initializer that is also an input can be overridden
+        constants = {i.name: i for i in graph.initializer if i.name not in fed}
         new_nodes: list[NodeProto] = []
         for node in graph.node:
             if not is_inplace_abn(node):
-                if node.domain == DOMAIN:
-                    raise InplaceABNError(node_display_name(node), f"unknown op '{node.op_type}' in domain '{DOMAIN}'")
                 new_nodes.append(node)
                 continue
-            info = check_node(node, table)
-            report.append(info)
+            info = checked[node.output[0]]
+            reason = "kernel_only"
+            if not kernel_only:
+                scale = constants.get(node.input[1])
+                scale_array = numpy_helper.to_array(scale) if scale is not None else None
+                reason = batchnorm_form.check(info.attrs, info.dtype, scale_array)
+                if reason is None:
+                    new_nodes.extend(batchnorm_form.rewrite(node, info.attrs, namer.fresh))
+                    routes.append(Route(info.name, batchnorm_form.ROUTE, "standard ops"))
+                    continue
+            routes.append(Route(info.name, KERNEL, reason))
+            kernel_nodes.append(info)
             new_nodes.extend(_lower_node(node, info, namer))
         del graph.node[:]
         graph.node.extend(new_nodes)
-    if report:
-        _set_opset(lowered, RUNTIME_DOMAIN, 1)
-    remove_function_fallback(lowered)  # no InplaceABN node is left to call it
-    return lowered, report
+    if kernel_nodes:
+        _set_opset(model, RUNTIME_DOMAIN, 1)
+    if any(r.route == batchnorm_form.ROUTE for r in routes) and not _default_opset(model):
+        _set_opset(model, "", ONNX_OPSET)
+    remove_function_fallback(model)  # no InplaceABN node is left to call it
+    imports = [o for o in model.opset_import if o.domain != DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    return model, kernel_nodes, routes
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _lower_node(node: NodeProto, info: LoweredNode, namer: _Namer) -> list[NodeProto]:

@@ -1,11 +1,16 @@
-"""``iabn_onnx.InferenceSession``: onnxruntime with the InplaceABN kernel.
+"""``iabn_onnx.InferenceSession``: onnxruntime with InplaceABN nodes supported.
 
 A drop-in for ``onnxruntime.InferenceSession`` that
-1. validates every InplaceABN node before onnxruntime sees the model
+1. validates every InplaceABN node once, before onnxruntime sees the model
    (a bad model raises ``InplaceABNError`` naming the node);
-2. lowers the nodes to the registered fused kernels (see lowering.py);
-3. turns a fault found by a kernel during ``run()`` into a Python
-   exception, instead of the process abort the Python-op bridge would give.
+2. routes each node to the fastest implementation exact for it (``lowering.py``):
+   folded into its producer, BatchNormalization + activation, or the fused kernel;
+3. turns a fault found by a kernel during ``run()`` into a Python exception,
+   instead of the process abort the Python-op bridge would give.
+
+The kernel machinery (onnxruntime-extensions, numba, and through the former torch when
+installed) is imported only when a node needs the kernel. The session holds no copy of
+the model once onnxruntime has it; a file with no InplaceABN node goes to onnxruntime as is.
 """
 
 from __future__ import annotations
@@ -20,16 +25,15 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
-from iabn_onnx.custom_ops import registration
-from iabn_onnx.op.schema import InplaceABNError
+from iabn_onnx.op.schema import DOMAIN, InplaceABNError
 
-from .lowering import LoweredNode, lower
+from .lowering import LoweredNode, Route, lower
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 #: serialized models above this size are handed to onnxruntime as a file with
 #: external data (protobuf cannot serialize more than 2 GiB in one message).
-_INLINE_LIMIT = 1 << 30
+INLINE_LIMIT = 1 << 30
 
 
 class ModelLoadError(ValueError):
@@ -75,6 +79,9 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
 
 
 SPINNING_KEY = "session.intra_op.allow_spinning"
+#: marks a SessionOptions the kernel library is registered on (registering twice is an error);
+#: kept on the options object itself, so nothing outlives it
+REGISTERED_KEY = "iabn_onnx.kernels_registered"
 
 
 def _config_entry(so: ort.SessionOptions, key: str) -> str | None:
@@ -93,6 +100,8 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
     intra-op thread spinning off when the model keeps kernel nodes, unless you set
     ``session.intra_op.allow_spinning`` yourself.
     """
+    from iabn_onnx.custom_ops import registration  # loads onnxruntime-extensions and numba
+
     registration.register()
     so = options if options is not None else ort.SessionOptions()
     if so.execution_mode != ort.ExecutionMode.ORT_SEQUENTIAL:
@@ -101,17 +110,16 @@ def session_options(options: ort.SessionOptions | None = None) -> ort.SessionOpt
             stacklevel=2,
         )
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if id(so) not in _registered_options:
+    if _config_entry(so, REGISTERED_KEY) is None:
         so.register_custom_ops_library(registration.library_path())
-        _registered_options.add(id(so))
-        _kept_alive.append(so)
+        so.add_session_config_entry(REGISTERED_KEY, "1")
     return so
 
 
-# SessionOptions is a pybind object without __dict__ or weakrefs; we keep the
-# ids of the ones we registered on, and keep them alive so ids stay unique.
-_registered_options: set[int] = set()
-_kept_alive: list[ort.SessionOptions] = []
+def _has_inplace_abn(model: onnx.ModelProto) -> bool:
+    from iabn_onnx.graph import graphs
+
+    return any(n.domain == DOMAIN for g in graphs(model.graph) for n in g.node)
 
 
 class InferenceSession:
@@ -120,12 +128,14 @@ class InferenceSession:
     ``model`` is a path, serialized bytes, or an ``onnx.ModelProto`` (not
     modified). Other arguments are passed to onnxruntime.
 
-    ``fold_frozen`` (default True): frozen nodes (training_mode=0, constant
-    parameters) right after a Conv, ConvTranspose, Gemm or MatMul are folded into
-    that layer at session creation, as onnxruntime itself folds
-    Conv+BatchNormalization; every other node runs in the fused kernel.
-    ``inplace_abn_nodes`` lists the nodes the kernel runs. With
-    ``fold_frozen=False`` the kernel runs every node.
+    Each node takes the fastest route exact for it: frozen nodes (training_mode=0)
+    right after a Conv, ConvTranspose, Gemm or MatMul fold into that layer, as
+    onnxruntime folds Conv+BatchNormalization; other frozen NCHW float16/float32
+    nodes become BatchNormalization + activation (their statistics may be fed at
+    run time); the rest (training mode, NHWC, float64) run in the fused kernel.
+    ``routes`` says where each node went and why; ``inplace_abn_nodes`` lists the
+    nodes the kernel runs. ``kernel_only=True`` (or the older ``fold_frozen=False``)
+    runs every node in the kernel, for validation and tests.
     """
 
     def __init__(
@@ -135,34 +145,59 @@ class InferenceSession:
         providers: Sequence[Any] | None = None,
         provider_options: Sequence[dict[str, Any]] | None = None,
         fold_frozen: bool = True,
+        kernel_only: bool = False,
         **kwargs: Any,
     ) -> None:
-        source = load_model(model)
-        lowered, self.inplace_abn_nodes = lower(source, fold_frozen=fold_frozen)
-        so = session_options(sess_options)
-        if self.inplace_abn_nodes and _config_entry(so, SPINNING_KEY) is None:
-            # spinning intra-op threads starve the Python kernel, which runs on the calling
-            # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
-            so.add_session_config_entry(SPINNING_KEY, "0")
         if providers is None:
             providers = ["CPUExecutionProvider"]
-        with registration.ErrorSlot() as faults:
-            if lowered.ByteSize() < _INLINE_LIMIT:
-                self._session = ort.InferenceSession(
-                    lowered.SerializeToString(), so, providers=providers, provider_options=provider_options, **kwargs
-                )
+        proto = load_model(model)  # the session's own copy, rewritten in place below
+        self._kernel = False
+        if not _has_inplace_abn(proto) and isinstance(model, (str, os.PathLike)):
+            del proto  # nothing to change: onnxruntime reads the original file (and its external data)
+            self.inplace_abn_nodes: list[LoweredNode] = []
+            self.routes: list[Route] = []
+            self._session = ort.InferenceSession(
+                os.fspath(model), sess_options, providers=providers, provider_options=provider_options, **kwargs
+            )
+            return
+        proto, self.inplace_abn_nodes, self.routes = lower(proto, kernel_only=kernel_only or not fold_frozen)
+        so = sess_options
+        if self.inplace_abn_nodes:
+            self._kernel = True
+            so = session_options(sess_options)
+            if _config_entry(so, SPINNING_KEY) is None:
+                # spinning intra-op threads starve the Python kernel, which runs on the calling
+                # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
+                so.add_session_config_entry(SPINNING_KEY, "0")
+        options = {"providers": providers, "provider_options": provider_options, **kwargs}
+        with self._fault_slot() as faults:
+            if proto.ByteSize() < INLINE_LIMIT:
+                data = proto.SerializeToString()
+                del proto  # one copy at a time: the bytes, then onnxruntime's own
+                self._session = ort.InferenceSession(data, so, **options)
+                del data
             else:
                 with tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
                     path = os.path.join(tmp, "model.onnx")
-                    onnx.save(lowered, path, save_as_external_data=True, location="model.onnx.data")
-                    self._session = ort.InferenceSession(
-                        path, so, providers=providers, provider_options=provider_options, **kwargs
-                    )
+                    onnx.save(proto, path, save_as_external_data=True, location="model.onnx.data")
+                    del proto
+                    self._session = ort.InferenceSession(path, so, **options)
         if faults:
             raise faults[0].to_exception()
 
+    def _fault_slot(self) -> Any:
+        """The kernel's per-thread fault slot (a no-op when no node runs in the kernel)."""
+        if not self._kernel:
+            import contextlib
+
+            return contextlib.nullcontext([])
+        from iabn_onnx.custom_ops import registration
+
+        return registration.ErrorSlot()
+
     @property
     def nodes(self) -> list[LoweredNode]:
+        """The InplaceABN nodes the fused kernel runs."""
         return list(self.inplace_abn_nodes)
 
     def run(
@@ -172,7 +207,9 @@ class InferenceSession:
         run_options: ort.RunOptions | None = None,
     ) -> list[Any]:
         """As ``onnxruntime.InferenceSession.run``; kernel faults raise InplaceABNError."""
-        with registration.ErrorSlot() as faults:
+        if not self._kernel:
+            return self._session.run(output_names, input_feed, run_options)
+        with self._fault_slot() as faults:
             try:
                 outputs = self._session.run(output_names, input_feed, run_options)
             except Exception as exc:
@@ -188,4 +225,4 @@ class InferenceSession:
         return getattr(self.__dict__["_session"], name)
 
 
-__all__ = ["InferenceSession", "InplaceABNError", "ModelLoadError", "load_model", "session_options"]
+__all__ = ["InferenceSession", "InplaceABNError", "ModelLoadError", "Route", "load_model", "session_options"]
