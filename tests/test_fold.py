@@ -124,16 +124,18 @@ NEGATIVE = {
 
 
 @pytest.mark.parametrize("case", sorted(NEGATIVE))
-def test_producer_not_folded_falls_back_to_mul_add(case):
+def test_producer_not_folded_falls_back_to_batchnormalization(case):
     model, x_shape = producer_model("Conv", "leaky_relu", np.float32, **NEGATIVE[case])
     before = model.SerializeToString()
     folded, report = fold_with_report(model)
     assert model.SerializeToString() == before  # argument untouched
-    assert report.folded == [("abn", "into per-channel Mul + Add")]
+    assert report.folded == [("abn", "into BatchNormalization")]
+    ops = [n.op_type for n in folded.graph.node]
+    assert ops[ops.index("BatchNormalization") + 1] == "LeakyRelu" and "InplaceABN" not in ops
     conv = next(n for n in folded.graph.node if n.op_type == "Conv")
     assert list(conv.input[1:]) == ["W", "b"]  # producer unchanged
     feed = _feed(model, x_shape, np.float32)
-    want = iabn_onnx.InferenceSession(model).run(None, feed)
+    want = iabn_onnx.InferenceSession(model, kernel_only=True).run(None, feed)
     got = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
     for w, g in zip(want, got):
         assert_close(g, w, np.float32)

@@ -63,8 +63,10 @@ def test_our_session_runs_the_kernel_not_the_function():
     attrs = InplaceABNAttrs(act=Activation.LEAKY_RELU, act_alpha=0.1)
     model, _ = single_node_model((2, 3, 4, 4), attrs, np.float32)
     with_function = add_function_fallback(model)
-    session = iabn_onnx.InferenceSession(with_function)
+    session = iabn_onnx.InferenceSession(with_function, kernel_only=True)
     assert [n.name for n in session.inplace_abn_nodes] == ["abn0"]  # lowered to our kernel
+    routed = iabn_onnx.InferenceSession(with_function)  # the default route: standard ops, not the function
+    assert [(r.node, r.route) for r in routed.routes] == [("abn0", "BatchNormalization")]
     x = rng(2).standard_normal((2, 3, 4, 4)).astype(np.float32)
     assert_close(session.run(None, {"X": x})[0], reference_evaluator(model).run(None, {"X": x})[0])
 

@@ -122,9 +122,11 @@ def _assert_same_specials(ours: np.ndarray, theirs: np.ndarray) -> None:
     ids=["nan-mean", "inf-var", "negative-var", "nan-bias", "inf-scale"],
 )
 def test_odd_statistics_give_documented_results(param, value, like_native):
-    """NaN/Inf/negative statistics: what the float64 reference gives, and for NaN statistics and bad variances
-    also what onnxruntime's BatchNormalization gives. An infinite scale differs from onnxruntime's: it folds
-    scale and shift first (inf·x − inf·mean gives NaN where x ≠ mean), while (x − mean)·inf + B is ±inf there."""
+    """NaN/Inf/negative statistics: the kernel gives what the float64 reference gives, and for NaN statistics
+    and bad variances also what onnxruntime's BatchNormalization gives. An infinite scale differs from
+    onnxruntime's: it folds scale and shift first (inf·x − inf·mean gives NaN where x ≠ mean), while
+    (x − mean)·inf + B is ±inf there. The default session routes this node (statistics fed at run time) to
+    BatchNormalization, so it gives onnxruntime's result in every case."""
     attrs = InplaceABNAttrs(act="leaky_relu", act_alpha=0.1)
     model, params = _fed_params_model(attrs)
     params = {k: v.copy() for k, v in params.items()}
@@ -132,12 +134,16 @@ def test_odd_statistics_give_documented_results(param, value, like_native):
     x = rng(2).standard_normal((2, 3, 4)).astype(np.float32)
     with np.errstate(invalid="ignore"):
         reference = inplace_abn_reference(x, *params.values(), attrs)
-    ours = iabn_onnx.InferenceSession(model).run(None, {"X": x, **params})[0]
-    _assert_same_specials(ours, reference)
+    kernel = iabn_onnx.InferenceSession(model, kernel_only=True).run(None, {"X": x, **params})[0]
+    _assert_same_specials(kernel, reference)
+    native_model = native_equivalent((2, 3, 4), attrs, params)
+    native = ort.InferenceSession(native_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    native_y = native.run(None, {"X": x})[0]
     if like_native:
-        native_model = native_equivalent((2, 3, 4), attrs, params)
-        native = ort.InferenceSession(native_model.SerializeToString(), providers=["CPUExecutionProvider"])
-        _assert_same_specials(ours, native.run(None, {"X": x})[0])
+        _assert_same_specials(kernel, native_y)
+    default = iabn_onnx.InferenceSession(model)
+    assert [r.route for r in default.routes] == ["BatchNormalization"]
+    _assert_same_specials(default.run(None, {"X": x, **params})[0], native_y)
 
 
 def test_one_gibibyte_input():

@@ -165,7 +165,7 @@ def test_spinning_is_off_only_when_kernel_nodes_remain():
         except Exception:
             return None
 
-    single, _ = single_node_model((2, 3, 4, 4))
+    single, _ = single_node_model((2, 3, 4, 4), InplaceABNAttrs(training_mode=1))
     assert spinning(single) == "0"  # the kernel runs: onnxruntime's spinning threads would starve it
     assert spinning(chain_model(layers=2, channels=4)) is None  # everything folded: onnxruntime's default
     mine = ort.SessionOptions()

@@ -35,7 +35,7 @@ from iabn_onnx.custom_ops.names import (
 )
 from iabn_onnx.graph import fresh_name, graphs
 from iabn_onnx.op.function import remove_function_fallback
-from iabn_onnx.op.schema import DOMAIN, ONNX_OPSET, bound_outputs, is_inplace_abn, register_schema
+from iabn_onnx.op.schema import DOMAIN, ONNX_OPSET, InplaceABNAttrs, bound_outputs, is_inplace_abn, register_schema
 from iabn_onnx.op.validation import CheckedNode, check_model_nodes, type_table
 
 from ..passes import batchnorm_form
@@ -54,6 +54,10 @@ class Route:
     node: str
     route: str
     detail: str
+    #: for the BatchNormalization route: the node's inputs and attributes, so values fed at run
+    #: time can be checked as the kernel would check them
+    inputs: tuple[str, ...] = ()
+    attrs: InplaceABNAttrs | None = None
 
     def __str__(self) -> str:
         return f"{self.node}: {self.route} ({self.detail})"
@@ -74,9 +78,7 @@ class _Namer:
         return fresh_name(self.used, base)
 
 
-def lower(
-    model: onnx.ModelProto, kernel_only: bool = False
-) -> tuple[onnx.ModelProto, list[LoweredNode], list[Route]]:
+def lower(model: onnx.ModelProto, kernel_only: bool = False) -> tuple[onnx.ModelProto, list[LoweredNode], list[Route]]:
     """Route and lower ``model`` in place (the caller's own copy); see the module doc.
 
     Returns the model, the nodes the kernel runs, and every node's route.
@@ -108,7 +110,7 @@ def lower(
                 reason = batchnorm_form.check(info.attrs, info.dtype, scale_array)
                 if reason is None:
                     new_nodes.extend(batchnorm_form.rewrite(node, info.attrs, namer.fresh))
-                    routes.append(Route(info.name, batchnorm_form.ROUTE, "standard ops"))
+                    routes.append(Route(info.name, batchnorm_form.ROUTE, "standard ops", tuple(node.input), info.attrs))
                     continue
             routes.append(Route(info.name, KERNEL, reason))
             kernel_nodes.append(info)

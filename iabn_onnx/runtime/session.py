@@ -25,7 +25,7 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
-from iabn_onnx.op.schema import DOMAIN, InplaceABNError
+from iabn_onnx.op.schema import DOMAIN, InplaceABNError, shape_faults
 
 from .lowering import LoweredNode, Route, lower
 
@@ -122,6 +122,22 @@ def _has_inplace_abn(model: onnx.ModelProto) -> bool:
     return any(n.domain == DOMAIN for g in graphs(model.graph) for n in g.node)
 
 
+def _check_feed(routes: list[Route], feed: dict[str, Any], static: dict[str, tuple[int, ...]]) -> None:
+    """The kernel's run-time checks, for standard-op routes whose inputs are fed directly."""
+    import numpy as np
+
+    for route in routes:
+        assert route.attrs is not None
+        arrays = [feed.get(name) for name in route.inputs]
+        shapes = [static.get(n) if a is None else tuple(np.shape(a)) for n, a in zip(route.inputs, arrays)]
+        faults = shape_faults(shapes[0], shapes[1:], route.attrs)
+        if faults:
+            raise InplaceABNError(route.node, "; ".join(faults))
+        dtypes = {getattr(a, "dtype", None) for a in arrays if a is not None}
+        if len(dtypes) > 1:
+            raise InplaceABNError(route.node, f"inputs differ in dtype: {sorted(str(d) for d in dtypes)}")
+
+
 class InferenceSession:
     """Like ``onnxruntime.InferenceSession``, with InplaceABN nodes supported.
 
@@ -152,6 +168,9 @@ class InferenceSession:
             providers = ["CPUExecutionProvider"]
         proto = load_model(model)  # the session's own copy, rewritten in place below
         self._kernel = False
+        self._fed_routes: list[Route] = []
+        self._standard_routes: set[str] = set()
+        self._static_shapes: dict[str, tuple[int, ...]] = {}
         if not _has_inplace_abn(proto) and isinstance(model, (str, os.PathLike)):
             del proto  # nothing to change: onnxruntime reads the original file (and its external data)
             self.inplace_abn_nodes: list[LoweredNode] = []
@@ -161,6 +180,12 @@ class InferenceSession:
             )
             return
         proto, self.inplace_abn_nodes, self.routes = lower(proto, kernel_only=kernel_only or not fold_frozen)
+        graph_inputs = {i.name for i in proto.graph.input}
+        # standard-op routes reading graph inputs: their feed is checked as the kernel would check it
+        self._fed_routes = [r for r in self.routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
+        self._standard_routes = {r.node for r in self.routes if r.attrs is not None}
+        wanted = {name for r in self._fed_routes for name in r.inputs}
+        self._static_shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer if i.name in wanted}
         so = sess_options
         if self.inplace_abn_nodes:
             self._kernel = True
@@ -207,18 +232,31 @@ class InferenceSession:
         run_options: ort.RunOptions | None = None,
     ) -> list[Any]:
         """As ``onnxruntime.InferenceSession.run``; kernel faults raise InplaceABNError."""
+        if self._fed_routes:
+            _check_feed(self._fed_routes, input_feed, self._static_shapes)
         if not self._kernel:
-            return self._session.run(output_names, input_feed, run_options)
+            try:
+                return self._session.run(output_names, input_feed, run_options)
+            except Exception as exc:
+                raise self._named(exc) from exc
         with self._fault_slot() as faults:
             try:
                 outputs = self._session.run(output_names, input_feed, run_options)
             except Exception as exc:
                 if faults:
                     raise faults[0].to_exception() from exc
-                raise
+                raise self._named(exc) from exc
         if faults:
             raise faults[0].to_exception()
         return outputs
+
+    def _named(self, exc: Exception) -> Exception:
+        """onnxruntime's error for a node we routed to standard ops, as an InplaceABNError naming it."""
+        text = " ".join(str(exc).split())
+        for name in self._standard_routes:
+            if f"'{name}'" in text:
+                return InplaceABNError(name, f"onnxruntime rejected its standard-op form: {text}")
+        return exc
 
     def __getattr__(self, name: str) -> Any:
         # get_inputs, get_outputs, get_providers, ... come from onnxruntime.
