@@ -1,4 +1,6 @@
-"""ResNet-50 and TResNet-M, built with InplaceABN modules, for the network benchmark.
+"""Networks built with InplaceABN modules for the network benchmark: ResNet-50, TResNet-M,
+DenseNet-121, a pre-activation wide ResNet and a DeepLabV3 ASPP head, written from the papers
+(and, for the last three, the layout of mapillary's model code: InplaceABN after Concat / Add).
 
 * ResNet-50 (He et al. 2016): bottlenecks [3, 4, 6, 3], 7x7 stem, max-pool. As in the
   InplaceABN paper, each BatchNorm+ReLU becomes InPlaceABN(leaky_relu 0.01) and the
@@ -155,7 +157,123 @@ def tresnet_m(num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
 
-NETWORKS = {"resnet50": resnet50, "tresnet_m": tresnet_m}
+# -- DenseNet-121 (Huang et al. 2017), pre-activation as in mapillary's model code ----------
+class DenseModule(nn.Module):
+    """Each layer: InPlaceABN on the concatenation so far -> 1x1 conv (4k) -> InPlaceABN -> 3x3 conv (k)."""
+
+    def __init__(self, cin: int, growth: int, layers: int) -> None:
+        super().__init__()
+        self.convs1 = nn.ModuleList()
+        self.convs3 = nn.ModuleList()
+        for i in range(layers):
+            width = cin + i * growth
+            self.convs1.append(
+                nn.Sequential(iabn(width, "leaky_relu", 0.01), nn.Conv2d(width, 4 * growth, 1, bias=False))
+            )
+            self.convs3.append(
+                nn.Sequential(
+                    iabn(4 * growth, "leaky_relu", 0.01), nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
+                )
+            )
+        self.out_channels = cin + layers * growth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = [x]
+        for conv1, conv3 in zip(self.convs1, self.convs3):
+            inputs.append(conv3(conv1(torch.cat(inputs, dim=1))))
+        return torch.cat(inputs, dim=1)
+
+
+def densenet121(num_classes: int = 1000) -> nn.Module:
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        iabn(64, "leaky_relu", 0.01),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    cin = 64
+    for i, count in enumerate((6, 12, 24, 16)):
+        block = DenseModule(cin, 32, count)
+        layers.append(block)
+        cin = block.out_channels
+        if i < 3:  # transition: InPlaceABN -> 1x1 conv halving the width -> 2x2 average pool
+            layers += [iabn(cin, "leaky_relu", 0.01), nn.Conv2d(cin, cin // 2, 1, bias=False), nn.AvgPool2d(2)]
+            cin //= 2
+    layers += [iabn(cin, "leaky_relu", 0.01), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# -- pre-activation wide ResNet in mapillary's style (WiderResNet, Wu et al. 2016) ----------
+class IdentityResidualBlock(nn.Module):
+    """InPlaceABN on the block input (after the previous Add) -> 3x3 conv -> InPlaceABN -> 3x3 conv, + shortcut."""
+
+    def __init__(self, cin: int, channels: tuple[int, int], stride: int) -> None:
+        super().__init__()
+        self.bn1 = iabn(cin, "leaky_relu", 0.01)
+        self.conv1 = nn.Conv2d(cin, channels[0], 3, stride, 1, bias=False)
+        self.bn2 = iabn(channels[0], "leaky_relu", 0.01)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, 1, 1, bias=False)
+        needs_projection = stride != 1 or cin != channels[1]
+        self.proj = nn.Conv2d(cin, channels[1], 1, stride, bias=False) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.bn1(x)
+        shortcut = self.proj(pre) if self.proj is not None else x
+        return self.conv2(self.bn2(self.conv1(pre))) + shortcut
+
+
+def wider_resnet20(num_classes: int = 1000) -> nn.Module:
+    """WiderResNet-20: structure [1, 1, 1, 3, 1, 1], mapillary's channel plan, at 112x112 in the benchmark."""
+    plan = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024), (1024, 2048))
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, 1, 1, bias=False)]
+    cin = 64
+    for stage, (count, channels) in enumerate(zip((1, 1, 1, 3, 1, 1), plan)):
+        if stage < 4:
+            layers.append(nn.MaxPool2d(3, 2, 1))
+        for _ in range(count):
+            layers.append(IdentityResidualBlock(cin, channels, 1))
+            cin = channels[1]
+    layers += [iabn(cin, "leaky_relu", 0.01), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# -- DeepLabV3-style ASPP head (Chen et al. 2017) on the ResNet-50 trunk -----------------------
+class DeeplabV3Head(nn.Module):
+    """mapillary's head: 1x1 and three atrous 3x3 convs, concatenated -> InPlaceABN -> 1x1 reduction,
+    plus a pooled branch, added -> InPlaceABN."""
+
+    def __init__(self, cin: int, hidden: int = 256, out: int = 256, rates: tuple[int, ...] = (6, 12, 18)) -> None:
+        super().__init__()
+        self.map_convs = nn.ModuleList(
+            [nn.Conv2d(cin, hidden, 1, bias=False)]
+            + [nn.Conv2d(cin, hidden, 3, padding=r, dilation=r, bias=False) for r in rates]
+        )
+        self.map_bn = iabn(hidden * (len(rates) + 1), "leaky_relu", 0.01)
+        self.global_pooling_conv = nn.Conv2d(cin, hidden, 1, bias=False)
+        self.global_pooling_bn = iabn(hidden, "leaky_relu", 0.01)
+        self.red_conv = nn.Conv2d(hidden * (len(rates) + 1), out, 1, bias=False)
+        self.pool_red_conv = nn.Conv2d(hidden, out, 1, bias=False)
+        self.red_bn = iabn(out, "leaky_relu", 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.red_conv(self.map_bn(torch.cat([m(x) for m in self.map_convs], dim=1)))
+        pool = self.global_pooling_bn(self.global_pooling_conv(x.mean(dim=(2, 3), keepdim=True)))
+        return self.red_bn(out + self.pool_red_conv(pool))
+
+
+def aspp_resnet50(num_classes: int = 19) -> nn.Module:
+    trunk = list(resnet50().children())[:-3]  # stem and the four stages, without pooling and classifier
+    return nn.Sequential(*trunk, DeeplabV3Head(2048), nn.Conv2d(256, num_classes, 1))
+
+
+NETWORKS = {
+    "resnet50": resnet50,
+    "tresnet_m": tresnet_m,
+    "densenet121": densenet121,
+    "wider_resnet20": wider_resnet20,
+    "aspp_resnet50": aspp_resnet50,
+}
+#: input side per network (WiderResNet-20's 2048-channel stages are benchmarked at 112x112)
+IMAGE_SIZE = {"wider_resnet20": 112}
 
 
 def build(name: str, seed: int = 0) -> nn.Module:

@@ -1,13 +1,16 @@
-"""Real architectures side by side: ResNet-50 and TResNet-M at 224x224, batch 1 and 8.
+"""Real architectures side by side, batch 1 and 8: ResNet-50, TResNet-M, DenseNet-121 (InplaceABN after
+Concat), a pre-activation WiderResNet-20 (after Add; 112x112) and a DeepLabV3 ASPP head on ResNet-50 (after
+Concat and Add); 224x224 unless noted.
 
 Variants, all timed in this one process in alternating blocks (medians), onnxruntime
 at ORT_ENABLE_ALL:
 
 * ``torch_eager``      the PyTorch model (BatchNorm2d + LeakyReLU form), CPU, no_grad
-* ``torch_export_opt`` torch.onnx.export(dynamo, optimize=True): BatchNorm folded by torch
+* ``torch_export_opt`` the native anchor: the same network in BatchNorm2d + activation form through
+                       torch.onnx.export(dynamo, optimize=True) (BatchNorm folded by torch where it can)
 * ``plugin``           iabn_onnx.export_torch of the InplaceABN model, run by iabn_onnx.InferenceSession
-                       (default: frozen nodes after a Conv are folded into it at session creation)
-* ``plugin_kernel_only`` the same model and session with ``fold_frozen=False``: every node in the kernel
+                       (default routes: producer fold, BatchNormalization + activation, kernel)
+* ``plugin_kernel_only`` the same model and session with ``kernel_only=True``: every node in the kernel
 * ``folded``           iabn_onnx.fold(plugin) on plain onnxruntime
 * ``onnxoptimizer``    onnxoptimizer fuse_bn_into_conv on torch's unoptimized (BatchNormalization) export
 * ``onnxslim``         onnxslim.slim on the same unoptimized export
@@ -17,10 +20,10 @@ zero bias from an Expand node, which they do not fold); both get that export aft
 onnxscript's constant folding (no BatchNorm fusion), and the JSON records both counts.
 
 Also: what each tool left as BatchNormalization, every variant's max difference from
-torch eager, the fold time, and each variant's peak RSS (a fresh process per variant,
-running batch 8). Writes JSON and a bar chart.
+torch eager, the fold time, and each variant's peak RSS and start-up (a fresh process per
+variant: imports, session, first batch-8 run). Writes JSON and a bar chart.
 
-    python benchmarks/bench_networks.py [--networks resnet50 tresnet_m] [--repeat 10]
+    python benchmarks/bench_networks.py [--networks resnet50 densenet121 ...] [--repeat 10]
 """
 
 from __future__ import annotations
@@ -57,8 +60,7 @@ def _session(variant: str, path: str):  # type: ignore[no-untyped-def]
     if variant.startswith("plugin"):
         import iabn_onnx
 
-        options = iabn_onnx.session_options(_ort_options())
-        return iabn_onnx.InferenceSession(path, options, fold_frozen=variant == "plugin")
+        return iabn_onnx.InferenceSession(path, _ort_options(), kernel_only=variant == "plugin_kernel_only")
     return ort.InferenceSession(path, _ort_options(), providers=["CPUExecutionProvider"])
 
 
@@ -87,7 +89,7 @@ def export_all(name: str, workdir: Path) -> dict:
 
     net = build(name)
     bn_net = to_batchnorm(net)
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, _side(name), _side(name))
     dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},)
     facts: dict = {}
     t0 = time.perf_counter()
@@ -101,7 +103,7 @@ def export_all(name: str, workdir: Path) -> dict:
     facts["fold_s"] = sorted(fold_times)[1]
     facts["inplace_abn_nodes"] = sum(n.op_type == "InplaceABN" for n in plugin.graph.node)
     facts["folded_into"] = {}
-    for _, how in report.folded:  # "into Conv 'name'" or "into per-channel Mul + Add"
+    for _, how in report.folded:  # "into Conv 'name'", "into BatchNormalization", "into per-channel Mul + Add"
         kind = how.removeprefix("into ").split(" '")[0]
         facts["folded_into"][kind] = facts["folded_into"].get(kind, 0) + 1
     torch_opt = torch.onnx.export(bn_net, (x,), dynamo=True, optimize=True, dynamic_shapes=dynamic).model_proto
@@ -134,7 +136,7 @@ def time_network(name: str, workdir: Path, batch: int, repeat: int) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     bn_net = torch.load(workdir / f"{name}.torch_eager.pt", weights_only=False)
-    x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    x = np.random.default_rng(batch).standard_normal((batch, 3, _side(name), _side(name))).astype(np.float32)
     xt = torch.from_numpy(x)
     with torch.no_grad():
         reference = bn_net(xt).numpy()
@@ -162,25 +164,37 @@ def time_network(name: str, workdir: Path, batch: int, repeat: int) -> dict:
 
 
 RSS_CHILD = """
+import time
+t0 = time.perf_counter()
 import sys
-sys.path.insert(0, {root!r})
 import numpy as np
-variant, path, batch = {variant!r}, {path!r}, {batch}
-x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+variant, path, batch, side = {variant!r}, {path!r}, {batch}, {side}
+x = np.random.default_rng(0).standard_normal((batch, 3, side, side)).astype(np.float32)
 if variant == "torch_eager":
     import torch
+    torch.set_grad_enabled(False)
     net = torch.load(path, weights_only=False)
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.from_numpy(x))
+    run = lambda: net(torch.from_numpy(x))
+elif variant.startswith("plugin"):
+    import onnxruntime as ort
+    import iabn_onnx
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    s = iabn_onnx.InferenceSession(path, so, kernel_only=variant == "plugin_kernel_only")
+    run = lambda: s.run(None, {{s.get_inputs()[0].name: x}})
 else:
-    from benchmarks.bench_networks import _session
-    s = _session(variant, path)
-    for _ in range(3):
-        s.run(None, {{s.get_inputs()[0].name: x}})
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    run = lambda: s.run(None, {{s.get_inputs()[0].name: x}})
+run()
+startup = time.perf_counter() - t0  # imports, model load, session, first run
+for _ in range(2):
+    run()
 # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss across fork+exec
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-print(int(hwm.split()[1]) / 1024)
+print(int(hwm.split()[1]) / 1024, startup)
 """
 
 
@@ -190,10 +204,19 @@ def _model_path(workdir: Path, name: str, variant: str) -> str:
     return str(workdir / f"{name}.{variant.removesuffix('_kernel_only')}.onnx")
 
 
-def peak_rss_mb(name: str, workdir: Path, variant: str, batch: int) -> float:
-    code = RSS_CHILD.format(root=str(ROOT), variant=variant, path=_model_path(workdir, name, variant), batch=batch)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def _side(name: str) -> int:
+    from benchmarks.architectures import IMAGE_SIZE
+
+    return IMAGE_SIZE.get(name, 224)
+
+
+def fresh_process(name: str, workdir: Path, variant: str, batch: int) -> tuple[float, float]:
+    """Peak RSS (MB) and start-up plus first run (s) of one variant in a fresh process."""
+    code = RSS_CHILD.format(variant=variant, path=_model_path(workdir, name, variant), batch=batch, side=_side(name))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    rss, startup = out.stdout.strip().splitlines()[-1].split()
+    return float(rss), float(startup)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -212,7 +235,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     ax.set_xticklabels([f"{net}\nbatch {b}" for net, b, _ in groups])
     ax.set_ylabel("median latency / torch export (BN folded)")
-    ax.set_title("ResNet-50 and TResNet-M, 224x224, onnxruntime CPU (lower is better)")
+    ax.set_title("InplaceABN networks, onnxruntime CPU (lower is better)")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -234,7 +257,9 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--networks", nargs="+", default=["resnet50", "tresnet_m"])
+    ap.add_argument(
+        "--networks", nargs="+", default=["resnet50", "tresnet_m", "densenet121", "wider_resnet20", "aspp_resnet50"]
+    )
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--repeat", type=int, default=20, help="timed calls per variant (batch 8 uses half)")
     ap.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS processes")
@@ -247,10 +272,11 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.networks:
             facts = export_all(name, workdir)
             runs = [time_network(name, workdir, b, max(3, args.repeat // (2 if b > 1 else 1))) for b in args.batches]
-            rss = {}
+            rss, startup = {}, {}
             if not args.no_rss:
-                rss = {v: peak_rss_mb(name, workdir, v, max(args.batches)) for v in VARIANTS}
-            results["networks"][name] = {**facts, "runs": runs, "peak_rss_mb": rss}
+                for v in VARIANTS:
+                    rss[v], startup[v] = fresh_process(name, workdir, v, max(args.batches))
+            results["networks"][name] = {**facts, "runs": runs, "peak_rss_mb": rss, "startup_s": startup}
             print(
                 f"\n{name}: {facts['inplace_abn_nodes']} InplaceABN nodes, fold {facts['fold_s'] * 1e3:.0f} ms, "
                 f"BatchNormalization left: {facts['batchnorm_nodes_left']}"
@@ -262,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
                     print(
                         f"    {v:17s} {run['median_s'][v] * 1e3:9.1f} ms  {run['ratio_to_torch_export_opt'][v]:5.2f}x"
                         f"  max|diff| {diff:.2e}  peak RSS {rss.get(v, float('nan')):.0f} MB"
+                        f"  start-up {startup.get(v, float('nan')):.2f} s"
                     )
     results["machine"] = machine()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

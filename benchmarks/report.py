@@ -1,14 +1,24 @@
-"""Markdown tables from benchmarks/results/*.json (what the README's benchmark section shows).
+"""The README's benchmark figures, rendered from benchmarks/results/*.json.
 
-python benchmarks/report.py
+Every figure in the README stands between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``
+markers and is written by this script; ``tests/test_readme.py`` fails when a block differs
+from what the JSON renders to.
+
+    python benchmarks/report.py            # print every block
+    python benchmarks/report.py --write    # rewrite the blocks in README.md
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
 NET_VARIANTS = [
     "torch_eager",
     "torch_export_opt",
@@ -18,25 +28,66 @@ NET_VARIANTS = [
     "onnxoptimizer",
     "onnxslim",
 ]
+ANCHOR = "torch_export_opt"
+
+
+def _span(values: list[float], fmt: str = "{:.2f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}–{fmt.format(hi)}"
 
 
 def networks_table(data: dict) -> list[str]:
     lines = ["| network | batch | " + " | ".join(NET_VARIANTS) + " |", "|---|---|" + "---|" * len(NET_VARIANTS)]
     for name, net in data["networks"].items():
         for run in net["runs"]:
-            cells = [
-                f"{run['median_s'][v] * 1e3:.1f} ms ({run['ratio_to_torch_export_opt'][v]:.2f}×)" for v in NET_VARIANTS
-            ]
+            cells = [f"{run['median_s'][v] * 1e3:.1f} ms ({run['ratio_to_' + ANCHOR][v]:.2f}×)" for v in NET_VARIANTS]
             lines.append(f"| {name} | {run['batch']} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| network | InplaceABN nodes | fold time | peak RSS, batch 8 (MB): " + ", ".join(NET_VARIANTS) + " |",
-        "|---|---|---|---|",
+    return lines
+
+
+def networks_footprint(data: dict) -> list[str]:
+    lines = [
+        "| network | InplaceABN nodes | fold time | variant | peak RSS, batch 8 | start-up + first run |",
+        "|---|---|---|---|---|---|",
     ]
     for name, net in data["networks"].items():
-        rss = ", ".join(f"{net['peak_rss_mb'].get(v, float('nan')):.0f}" for v in NET_VARIANTS)
-        lines.append(f"| {name} | {net['inplace_abn_nodes']} | {net['fold_s'] * 1e3:.0f} ms | {rss} |")
+        for i, v in enumerate(NET_VARIANTS):
+            head = f"| {name} | {net['inplace_abn_nodes']} | {net['fold_s'] * 1e3:.0f} ms" if i == 0 else "| | |"
+            rss = net.get("peak_rss_mb", {}).get(v)
+            startup = net.get("startup_s", {}).get(v)
+            rss_s = f"{rss:.0f} MB" if rss is not None else "n/a"
+            startup_s = f"{startup:.2f} s" if startup is not None else "n/a"
+            lines.append(f"{head} | {v} | {rss_s} | {startup_s} |")
     return lines
+
+
+def networks_summary(data: dict) -> list[str]:
+    runs = [run for net in data["networks"].values() for run in net["runs"]]
+
+    def ratios(v: str) -> str:
+        return _span([run["ratio_to_" + ANCHOR][v] for run in runs])
+
+    diffs = [d for run in runs for d in run["max_abs_diff_vs_eager"].values()]
+    lines = [
+        f"Against the native anchor (`{ANCHOR}`), over every network and batch: the default plugin session "
+        f"{ratios('plugin')}×, the folded model {ratios('folded')}×, every node in the kernel "
+        f"{ratios('plugin_kernel_only')}×. Every variant's output was within {max(diffs):.1e} of torch eager."
+    ]
+    for name, net in data["networks"].items():
+        rss, startup = net.get("peak_rss_mb", {}), net.get("startup_s", {})
+        if "plugin" in rss and "folded" in rss:
+            line = (
+                f"{name}, fresh process at batch 8: the default session peaks at {rss['plugin']:.0f} MB against "
+                f"{rss['folded']:.0f} MB for plain onnxruntime on the folded model "
+                f"({rss['plugin'] / rss['folded']:.2f}×)"
+            )
+            if "plugin" in startup and "folded" in startup:
+                line += (
+                    f"; start-up plus first run {startup['plugin']:.2f} s against {startup['folded']:.2f} s "
+                    f"({startup['plugin'] / startup['folded']:.2f}×)"
+                )
+            lines.append(line + ".")
+    return [lines[0], "", *(f"* {line}" for line in lines[1:])]
 
 
 def single_node_table(data: dict) -> list[str]:
@@ -49,6 +100,44 @@ def single_node_table(data: dict) -> list[str]:
         mode = "train" if row["training_mode"] else "infer"
         shape = "×".join(map(str, row["shape"]))
         lines.append(f"| {shape} | {row['dtype']} | {row['act']} | {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def single_node_summary(data: dict) -> list[str]:
+    rows = data["rows"]
+    stock = [r["median_s"]["stock_pyop"] / r["median_s"]["ours"] for r in rows if "stock_pyop" in r["median_s"]]
+
+    def vs_native(act: str) -> str:
+        big = [
+            r["median_s"]["ours"] / r["median_s"]["native"]
+            for r in rows
+            if r["act"] == act
+            and r["dtype"] == "float32"
+            and not r["training_mode"]
+            and "native" in r["median_s"]
+            and r["shape"][0] * r["shape"][2] >= 8 * 28
+        ]
+        return _span(big) + "×" if big else "n/a"
+
+    return [
+        "The kernel path against native, float32 inference at [8,64,28,28] and above: "
+        f"identity {vs_native('identity')}, leaky_relu {vs_native('leaky_relu')}, elu {vs_native('elu')}. "
+        f"It is {_span(stock, '{:.0f}')}× faster than the stock Python-op path."
+    ]
+
+
+def kernel_table(data: dict) -> list[str]:
+    lines = ["| case | ours (kernel) | native | figure | goal |", "|---|---|---|---|---|"]
+    for row in data["rows"]:
+        if row["goal_key"] == "ratio":
+            figure, goal = f"{row['ratio']:.2f}×", f"≤ {row['goal']}×"
+        else:
+            figure, goal = f"+{row['delta_us']:.1f} µs", f"≤ +{row['goal']:.0f} µs"
+        ours, native = row["ours_s"] * 1e3, row["native_inference_s"] * 1e3
+        lines.append(f"| {row['case']} | {ours:.3f} ms | {native:.3f} ms | {figure} | {goal} |")
+    lines.append(
+        f"| cold start: import, session, first run (fresh process) | {data['cold_start_s']:.2f} s | | | ≤ 3 s |"
+    )
     return lines
 
 
@@ -65,17 +154,46 @@ def fold_lines(data: dict) -> list[str]:
     return lines
 
 
-def main() -> None:
-    for name, render in (
-        ("networks.json", networks_table),
-        ("single_node.json", single_node_table),
-        ("fold.json", fold_lines),
-    ):
-        path = RESULTS / name
-        if path.exists():
-            print(f"<!-- {name} -->")
-            print("\n".join(render(json.loads(path.read_text()))))
-            print()
+BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "networks": ("networks.json", networks_table),
+    "networks-footprint": ("networks.json", networks_footprint),
+    "networks-summary": ("networks.json", networks_summary),
+    "fold": ("fold.json", fold_lines),
+    "single-node": ("single_node.json", single_node_table),
+    "single-node-summary": ("single_node.json", single_node_summary),
+    "kernel": ("kernel.json", kernel_table),
+}
+
+
+def render(name: str, results: Path = RESULTS) -> str:
+    filename, fn = BLOCKS[name]
+    return "\n".join(fn(json.loads((results / filename).read_text())))
+
+
+def block_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- report:{re.escape(name)} -->\n)(.*?)(\n<!-- /report:{re.escape(name)} -->)", re.S)
+
+
+def write_readme(readme: Path = README) -> None:
+    text = readme.read_text()
+    for name in BLOCKS:
+        pattern = block_pattern(name)
+        if not pattern.search(text):
+            raise SystemExit(f"README has no block <!-- report:{name} -->")
+        text = pattern.sub(lambda m, n=name: m.group(1) + render(n) + m.group(3), text)
+    readme.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="rewrite the report blocks in README.md")
+    args = ap.parse_args(argv)
+    if args.write:
+        write_readme()
+        print(f"rewrote {len(BLOCKS)} blocks in {README}")
+        return
+    for name in BLOCKS:
+        print(f"<!-- report:{name} -->\n{render(name)}\n<!-- /report:{name} -->\n")
 
 
 if __name__ == "__main__":

@@ -245,7 +245,27 @@ def _invoke(k_id: int, feed: Sequence[np.ndarray], attributes: dict[str, str]) -
     return tuple(result)
 
 
-_stock_hook: Callable[..., Any] = onnxruntime_extensions._ocos._on_pyop_invocation  # type: ignore[attr-defined]
+#: the onnxruntime-extensions releases whose private hook API (below) this bridge was tested with
+SUPPORTED_EXTENSIONS = "0.13 to 0.15"
+
+
+def _private(path: str) -> Any:
+    """A private onnxruntime-extensions name the bridge relies on, or a clear error naming it."""
+    obj: Any = onnxruntime_extensions
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            version = getattr(onnxruntime_extensions, "__version__", "unknown")
+            raise ImportError(
+                f"onnxruntime-extensions {version} has no {path}, which iabn_onnx's kernel bridge needs; "
+                f"supported versions: {SUPPORTED_EXTENSIONS}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+_stock_hook: Callable[..., Any] = _private("_ocos._on_pyop_invocation")
+_private("Opdef.create")
+_private("PyCustomOpDef.install_hooker")
 _registered = False
 _register_lock = threading.Lock()
 
@@ -269,7 +289,13 @@ def register() -> None:
                     outputs=[dt_code] * n_outputs,
                     attrs={CONFIG_ATTR: PyCustomOpDef.dt_string},
                 )
-                _specs[opdef._nativedef.obj_id] = KernelSpec(op_type, dtype, run, n_outputs)
+                native = getattr(opdef, "_nativedef", None)
+                if native is None or not hasattr(native, "obj_id"):
+                    raise ImportError(
+                        "onnxruntime-extensions' Opdef has no _nativedef.obj_id, which iabn_onnx's kernel bridge "
+                        f"needs; supported versions: {SUPPORTED_EXTENSIONS}"
+                    )
+                _specs[native.obj_id] = KernelSpec(op_type, dtype, run, n_outputs)
         PyCustomOpDef.install_hooker(_invoke)
         _registered = True
 

@@ -167,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         a = InplaceABNAttrs.from_node(n)
         print(f"  {n.name}: act={a.act.value} act_alpha={a.act_alpha:g} epsilon={a.epsilon:g}")
     t0 = time.perf_counter()
-    sess = InferenceSession(model, fold_frozen=False)  # every node in the fused kernel
+    sess = InferenceSession(model, kernel_only=True)  # every node in the fused kernel
     t_session = time.perf_counter() - t0
     feed = random_feed(sess, batch=args.batch)
     t0 = time.perf_counter()
@@ -330,11 +330,11 @@ def _verify(before: onnx.ModelProto, after: onnx.ModelProto, batch: int) -> list
     import onnxruntime as ort
 
     _progress("verifying: running both models on random inputs")
-    sess_before = InferenceSession(before, fold_frozen=False)  # every node in the kernel, not folded
+    sess_before = InferenceSession(before, kernel_only=True)  # every node in the kernel, not folded
     feed = random_feed(sess_before, batch=batch, seed=1)
     ref = sess_before.run(None, feed)
     if any(n.domain for n in after.graph.node if n.domain not in ("", "ai.onnx")):
-        got = InferenceSession(after, fold_frozen=False).run(None, feed)
+        got = InferenceSession(after, kernel_only=True).run(None, feed)
     else:
         got = ort.InferenceSession(after.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
     lines = []
@@ -376,7 +376,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     model = _load(args.model)
     plugin = InferenceSession(model)
-    kernel_only = InferenceSession(model, fold_frozen=False)
+    kernel_only = InferenceSession(model, kernel_only=True)
     feed = random_feed(plugin, batch=args.batch)
     rows = [
         ("plugin (default session)", lambda: plugin.run(None, feed)),
