@@ -154,6 +154,18 @@ def fold_lines(data: dict) -> list[str]:
     return lines
 
 
+def churn_lines(data: dict) -> list[str]:
+    lines = [
+        "| route | resident MB after " + ", ".join(next(iter(data["routes"].values()))["rss_mb"]) + " sessions | "
+        "growth after the first 500 |",
+        "|---|---|---|",
+    ]
+    for route, r in data["routes"].items():
+        marks = ", ".join(f"{v:.1f}" for v in r["rss_mb"].values())
+        lines.append(f"| {route} | {marks} | {r['growth_after_first_mb']:.2f} MB |")
+    return lines
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "networks": ("networks.json", networks_table),
     "networks-footprint": ("networks.json", networks_footprint),
@@ -162,6 +174,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "single-node": ("single_node.json", single_node_table),
     "single-node-summary": ("single_node.json", single_node_summary),
     "kernel": ("kernel.json", kernel_table),
+    "session-churn": ("session_churn.json", churn_lines),
 }
 
 
