@@ -199,11 +199,12 @@ def write_readme(readme: Path = README) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help="rewrite the report blocks in README.md")
+    ap.add_argument("--write", action="store_true", help="rewrite the report blocks in the README")
+    ap.add_argument("--readme", type=Path, default=README, help="the README to rewrite (default: %(default)s)")
     args = ap.parse_args(argv)
     if args.write:
-        write_readme()
-        print(f"rewrote {len(BLOCKS)} blocks in {README}")
+        write_readme(args.readme)
+        print(f"rewrote {len(BLOCKS)} blocks in {args.readme}")
         return
     for name in BLOCKS:
         print(f"<!-- report:{name} -->\n{render(name)}\n<!-- /report:{name} -->\n")

@@ -39,6 +39,8 @@ SHRINK = {
     "benchmarks/bench_networks.py": "--networks resnet50 --batches 1 --repeat 1 --no-rss --json n.json --png n.png",
     "benchmarks/bench_kernel.py": "--repeat 5 --json k.json",
     "benchmarks/bench_fold.py": "--layers 20 --repeat 1 --json f.json",
+    "benchmarks/bench_session_churn.py": "--sessions 20 --json c.json",
+    "benchmarks/report.py": "--readme README.md",  # the scratch copy, not the repository's README
 }
 COMMANDS = [line for line in _bash_lines() if not line.startswith("pip install")]
 
@@ -47,6 +49,7 @@ def _scratch(tmp_path: Path) -> Path:
     (tmp_path / "models").symlink_to(ROOT / "models")
     (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
     (tmp_path / "tests").symlink_to(ROOT / "tests")  # the Paddle checkpoint fixtures
+    (tmp_path / "README.md").write_text(README)
     return tmp_path
 
 
@@ -92,3 +95,14 @@ def test_bash_command(command, tmp_path):
     proc = subprocess.run(args, cwd=_scratch(tmp_path), env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip(), "every documented command reports what it did"
+
+
+def test_readme_figures_are_rendered_from_the_results():
+    """Every report block in the README is exactly what benchmarks/report.py renders from the JSON."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import report
+
+    for name in report.BLOCKS:
+        match = report.block_pattern(name).search(README)
+        assert match, f"README has no <!-- report:{name} --> block"
+        assert match.group(2) == report.render(name), f"README block {name!r}: run python benchmarks/report.py --write"

@@ -19,6 +19,7 @@ returns ``running_mean``/``running_var`` updated as
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -374,6 +375,10 @@ def register_schema() -> None:
         onnx.defs.get_schema(OP_TYPE, OPSET_VERSION, DOMAIN)
     except onnx.defs.SchemaError:
         onnx.defs.register_schema(build_op_schema())
+        # The schema holds a Python inference function. onnx (1.19 at least) destroys its schema
+        # registry in a C++ exit handler that takes the GIL after Python has finalized: the process
+        # never exits. Deregistering while Python still runs releases the function in time.
+        atexit.register(onnx.defs.deregister_schema, OP_TYPE, OPSET_VERSION, DOMAIN)
     _registered = True
 
 
