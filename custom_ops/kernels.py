@@ -26,7 +26,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-ACT_IDENTITY, ACT_LEAKY_RELU, ACT_ELU = 0, 1, 2
+from iabn_onnx.op.schema import Activation
+
+# numba compiles these in as constants; their values are the contract's (Activation.code)
+ACT_IDENTITY, ACT_LEAKY_RELU, ACT_ELU = (Activation(a).code for a in ("identity", "leaky_relu", "elu"))
 
 
 def _threadsafe_layer_available() -> bool:

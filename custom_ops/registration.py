@@ -39,7 +39,7 @@ import numpy as np
 import onnxruntime_extensions
 from onnxruntime_extensions import PyCustomOpDef, get_library_path
 
-from iabn_onnx.op.schema import InplaceABNAttrs, InplaceABNError, shape_faults
+from iabn_onnx.op.schema import INPUT_NAMES, InplaceABNAttrs, InplaceABNError, shape_faults
 
 from . import kernels
 from .names import CONFIG_ATTR, INFERENCE_OP, RUNTIME_DOMAIN, TRAINING_OP
@@ -148,7 +148,7 @@ def _check_inputs(cfg: NodeConfig, x: np.ndarray, params: Sequence[np.ndarray]) 
     faults = shape_faults(x.shape, [p.shape for p in params], cfg.attrs)
     if faults:
         raise InplaceABNError(cfg.node, "; ".join(faults))
-    for name, p in zip(("scale", "B", "mean", "var"), params):
+    for name, p in zip(INPUT_NAMES[1:], params):
         if p.dtype != x.dtype:
             raise InplaceABNError(cfg.node, f"{name} has dtype {p.dtype} but X has dtype {x.dtype}")
 

@@ -21,6 +21,7 @@ from typing import NoReturn
 import numpy as np
 import onnx
 
+from .graph import INLINE_LIMIT
 from .op.schema import InplaceABNAttrs, InplaceABNError, is_inplace_abn
 from .runtime.session import InferenceSession, ModelLoadError, load_model_file
 
@@ -78,7 +79,7 @@ def _save_atomic(
     kept its tensors in external data.
     """
     target = _check_output_path(out, overwrite_ok, source)
-    external = external_source or model.ByteSize() > (1 << 31) - (1 << 26)
+    external = external_source or model.ByteSize() > INLINE_LIMIT
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -27,6 +27,34 @@ def graphs(graph: GraphProto) -> Iterator[GraphProto]:
     yield from subgraphs(graph)
 
 
+#: serialized models above this size are written with external data (protobuf cannot hold more
+#: than 2 GiB in one message; this leaves room for everything but the tensors)
+INLINE_LIMIT = 1 << 30
+
+
+def set_opset_import(model: onnx.ModelProto, domain: str, version: int) -> None:
+    """In place: import ``domain`` at ``version`` (replacing another version of it)."""
+    for imp in model.opset_import:
+        if imp.domain == domain:
+            imp.version = version
+            return
+    model.opset_import.append(onnx.helper.make_opsetid(domain, version))
+
+
+def ensure_opset_import(model: onnx.ModelProto, domain: str, version: int) -> None:
+    """In place: import ``domain`` at ``version`` unless the model already imports it."""
+    if not any(o.domain == domain for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, version))
+
+
+def drop_opset_import(model: onnx.ModelProto, domain: str) -> None:
+    """In place: remove the import of ``domain``, if any."""
+    kept = [o for o in model.opset_import if o.domain != domain]
+    if len(kept) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+
+
 def fresh_name(used: set[str], base: str) -> str:
     """base, or base_1, base_2, ... : the first not in used (which then records it)."""
     name, k = base, 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import NodeProto, helper
 
+from ..graph import ensure_opset_import
 from ..op.function import MIN_ONNX_OPSET, add_function_fallback
 from ..op.schema import (
     DOMAIN,
@@ -145,8 +146,8 @@ def convert_with_report(
         new_nodes.append(replacements.get(idx, n))
     del graph.node[:]
     graph.node.extend(new_nodes)
-    if report.converted and not any(o.domain == DOMAIN for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    if report.converted:
+        ensure_opset_import(out, DOMAIN, OPSET_VERSION)
     if report.converted and function_fallback:
         opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
         if opset >= MIN_ONNX_OPSET:

@@ -42,6 +42,7 @@ from typing import Any
 
 import onnx
 
+from ..graph import ensure_opset_import
 from ..op.function import add_function_fallback
 from ..op.schema import DOMAIN, OPSET_VERSION, Activation, InplaceABNAttrs, is_inplace_abn, register_schema
 from .torch_functions import FunctionalForm, patched_functions
@@ -276,7 +277,7 @@ def _drop_unused_running_outputs(model: onnx.ModelProto) -> None:
     graph = model.graph
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     for node in graph.node:
-        if node.domain == DOMAIN and len(node.output) > 1 and not any(o in used for o in node.output[1:]):
+        if is_inplace_abn(node) and len(node.output) > 1 and not any(o in used for o in node.output[1:]):
             del node.output[1:]
     live = {name for node in graph.node for name in node.output} | {i.name for i in graph.input}
     kept = [v for v in graph.value_info if v.name in live]
@@ -285,10 +286,8 @@ def _drop_unused_running_outputs(model: onnx.ModelProto) -> None:
 
 
 def _ensure_opset(model: onnx.ModelProto) -> None:
-    if not any(o.domain == DOMAIN for o in model.opset_import):
-        uses = any(n.domain == DOMAIN for n in model.graph.node)
-        if uses:
-            model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    if any(is_inplace_abn(n) for n in model.graph.node):
+        ensure_opset_import(model, DOMAIN, OPSET_VERSION)
 
 
 __all__ = ["FunctionalForm", "InplaceABNParams", "TorchExportError", "export_torch"]

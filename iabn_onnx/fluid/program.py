@@ -17,7 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..op.function import add_function_fallback
-from ..op.schema import DOMAIN, ONNX_OPSET, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, make_model, register_schema
+from ..op.schema import DOMAIN, ONNX_OPSET, OPSET_VERSION, InplaceABNAttrs, is_inplace_abn, make_model, register_schema
 
 DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
@@ -255,7 +255,7 @@ def _to_onnx(
         if not any(out in needed for out in node.output):
             continue
         node = onnx.NodeProto.FromString(node.SerializeToString())
-        if for_test and node.domain == DOMAIN and node.op_type == OP_TYPE:
+        if for_test and is_inplace_abn(node):
             attrs = InplaceABNAttrs.from_node(node).replace(training_mode=0)
             del node.attribute[:]
             node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.to_attributes().items())
@@ -266,7 +266,7 @@ def _to_onnx(
     initializers = [numpy_helper.from_array(a, name) for name, a in tensors.items() if name in needed]
     graph = helper.make_graph(nodes, "fluid_program", inputs, outputs, initializers)
     opsets = [helper.make_opsetid("", ONNX_OPSET)]
-    if any(n.domain == DOMAIN for n in nodes):
+    if any(is_inplace_abn(n) for n in nodes):
         opsets.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
     model = make_model(graph, opsets, producer_name="iabn_onnx.fluid")
     if function_fallback:

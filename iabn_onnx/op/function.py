@@ -29,8 +29,19 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from ..graph import graphs
-from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, register_schema
+from ..graph import drop_opset_import, ensure_opset_import, graphs
+from .schema import (
+    DOMAIN,
+    INPUT_NAMES,
+    OP_TYPE,
+    OPSET_VERSION,
+    OUTPUT_NAMES,
+    Activation,
+    InplaceABNAttrs,
+    Layout,
+    is_inplace_abn,
+    register_schema,
+)
 
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 2  # LabelEncoder with keys_strings / values_int64s
@@ -78,8 +89,8 @@ def _body() -> list[onnx.NodeProto]:
             ["act_1"],
             ["act_code"],
             domain=ML_DOMAIN,
-            keys_strings=["identity", "leaky_relu", "elu"],
-            values_int64s=[0, 1, 2],
+            keys_strings=[a.value for a in Activation],
+            values_int64s=[a.code for a in Activation],
             default_int64=-1,
         ),
         n(
@@ -87,8 +98,8 @@ def _body() -> list[onnx.NodeProto]:
             ["layout_1"],
             ["layout_code"],
             domain=ML_DOMAIN,
-            keys_strings=["NCHW", "NHWC"],
-            values_int64s=[0, 1],
+            keys_strings=[layout.value for layout in Layout],  # code = 0 or 1: the channel axis moves
+            values_int64s=[list(Layout).index(layout) for layout in Layout],  # (rank - 2) * code places
             default_int64=-1,
         ),
         # an unknown act or data_layout, or act_alpha <= 0, NaN or inf for leaky_relu/elu, makes
@@ -209,7 +220,7 @@ def inplace_abn_function(onnx_opset: int) -> onnx.FunctionProto:
     """The FunctionProto for InplaceABN, written for the model's default-domain opset (>= 13)."""
     if onnx_opset < MIN_ONNX_OPSET:
         raise ValueError(f"the InplaceABN function needs ONNX opset >= {MIN_ONNX_OPSET}, the model has {onnx_opset}")
-    inputs, outputs = ["X", "scale", "B", "mean", "var"], ["Y", "running_mean", "running_var"]
+    inputs, outputs = list(INPUT_NAMES), list(OUTPUT_NAMES)
     defaults = InplaceABNAttrs().to_attributes()
     return helper.make_function(
         DOMAIN,
@@ -228,7 +239,7 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def _uses_op(model: onnx.ModelProto) -> bool:
-    return any(n.domain == DOMAIN and n.op_type == OP_TYPE for g in graphs(model.graph) for n in g.node)
+    return any(is_inplace_abn(n) for g in graphs(model.graph) for n in g.node)
 
 
 def has_function_fallback(model: onnx.ModelProto) -> bool:
@@ -245,12 +256,10 @@ def add_function_fallback(model: onnx.ModelProto) -> onnx.ModelProto:
     out.functions.append(inplace_abn_function(_default_opset(out)))
     for graph in graphs(out.graph):
         for node in graph.node:  # onnxruntime's inliner wants all 3 output slots: omitted ones are ""
-            if node.domain == DOMAIN and node.op_type == OP_TYPE:
+            if is_inplace_abn(node):
                 node.output.extend([""] * (3 - len(node.output)))
-    if not any(o.domain == ML_DOMAIN for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
-    if not any(o.domain == DOMAIN for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    ensure_opset_import(out, ML_DOMAIN, ML_OPSET)
+    ensure_opset_import(out, DOMAIN, OPSET_VERSION)
     out.ir_version = max(out.ir_version, 9)  # function attribute defaults need IR 9
     return out
 
@@ -269,6 +278,4 @@ def remove_function_fallback(model: onnx.ModelProto) -> None:
         n.domain == ML_DOMAIN for f in model.functions for n in f.node
     )
     if not ml_used:
-        imports = [o for o in model.opset_import if o.domain != ML_DOMAIN]
-        del model.opset_import[:]
-        model.opset_import.extend(imports)
+        drop_opset_import(model, ML_DOMAIN)

@@ -37,10 +37,11 @@ import numpy as np
 import onnx
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
-from ..graph import fresh_name, graphs, subgraphs
+from ..graph import drop_opset_import, fresh_name, graphs, subgraphs
 from ..op.function import remove_function_fallback
 from ..op.schema import (
     DOMAIN,
+    INPUT_NAMES,
     Activation,
     InplaceABNAttrs,
     InplaceABNError,
@@ -139,7 +140,7 @@ def _check_node(g: _Graph, node: NodeProto, keep_invalid: bool) -> _Match | str:
     if len(node.input) != 5 or len(bound_outputs(node)) != 1:
         return "unexpected number of inputs/outputs"
     params = []
-    for role, inp in zip(("scale", "B", "mean", "var"), node.input[1:]):
+    for role, inp in zip(INPUT_NAMES[1:], node.input[1:]):
         arr = g.constant(inp)
         if arr is None:
             return f"non-constant {role} ('{inp}' is not an initializer)"
@@ -519,9 +520,7 @@ def _cleanup(model: onnx.ModelProto) -> None:
     still_custom = any(n.domain == DOMAIN for g in graphs(graph) for n in g.node)
     if not still_custom:
         remove_function_fallback(model)
-        imports = [o for o in model.opset_import if o.domain != DOMAIN]
-        del model.opset_import[:]
-        model.opset_import.extend(imports)
+        drop_opset_import(model, DOMAIN)
 
 
 __all__ = ["PRODUCER_RULES", "FoldReport", "fold", "fold_with_report", "plan_fold"]

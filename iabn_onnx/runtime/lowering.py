@@ -33,7 +33,7 @@ from iabn_onnx.custom_ops.names import (
     TRAINING_OP,
     encode_config,
 )
-from iabn_onnx.graph import fresh_name, graphs
+from iabn_onnx.graph import drop_opset_import, fresh_name, graphs, set_opset_import
 from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import DOMAIN, ONNX_OPSET, InplaceABNAttrs, bound_outputs, is_inplace_abn, register_schema
 from iabn_onnx.op.validation import CheckedNode, check_model_nodes, type_table
@@ -118,13 +118,11 @@ def lower(model: onnx.ModelProto, kernel_only: bool = False) -> tuple[onnx.Model
         del graph.node[:]
         graph.node.extend(new_nodes)
     if kernel_nodes:
-        _set_opset(model, RUNTIME_DOMAIN, 1)
+        set_opset_import(model, RUNTIME_DOMAIN, 1)
     if any(r.route == batchnorm_form.ROUTE for r in routes) and not _default_opset(model):
-        _set_opset(model, "", ONNX_OPSET)
+        set_opset_import(model, "", ONNX_OPSET)
     remove_function_fallback(model)  # no InplaceABN node is left to call it
-    imports = [o for o in model.opset_import if o.domain != DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(imports)
+    drop_opset_import(model, DOMAIN)
     return model, kernel_nodes, routes
 
 
@@ -166,11 +164,3 @@ def _lower_node(node: NodeProto, info: LoweredNode, namer: _Namer) -> list[NodeP
             helper.make_node("Cast", [o32], [o], name=namer.fresh(f"{info.name}__cast_out"), to=TensorProto.FLOAT16)
         )
     return nodes
-
-
-def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
-    for imp in model.opset_import:
-        if imp.domain == domain:
-            imp.version = version
-            return
-    model.opset_import.append(helper.make_opsetid(domain, version))

@@ -28,13 +28,10 @@ import onnxruntime as ort
 
 from iabn_onnx.op.schema import DOMAIN, InplaceABNError, shape_faults
 
+from ..graph import INLINE_LIMIT
 from .lowering import LoweredNode, Route, lower
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
-
-#: serialized models above this size are handed to onnxruntime as a file with
-#: external data (protobuf cannot serialize more than 2 GiB in one message).
-INLINE_LIMIT = 1 << 30
 
 
 class ModelLoadError(ValueError):
