@@ -44,8 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
     settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None, suppress_health_check=quiet)
-    settings.register_profile("slow", max_examples=2000, deadline=None, suppress_health_check=quiet)
-    settings.load_profile("slow" if config.getoption("--run-slow") else "ci")
+    settings.load_profile("ci")  # the 2000-example variants carry the slow mark
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 import iabn_onnx
+from iabn_onnx import InplaceABNAttrs
 from iabn_onnx.examples import conv_net_model
 from iabn_onnx.passes.fold import fold, fold_with_report
 from tests.conftest import assert_close, rng
@@ -103,14 +104,17 @@ def test_fold_conv_net_end_to_end(layout, act, dtype):
     assert not any(n.domain == iabn_onnx.DOMAIN for n in folded.graph.node)
     # Conv -> BN folds into Conv for NCHW; NHWC falls back to Mul + Add after the Transpose
     ops = _structure(folded)
-    if layout == "NCHW":
-        assert "Mul" not in ops or dtype == np.float64  # the Gemm-less tail may be a float64 expansion
+    if layout == "NCHW" and dtype != np.float64:
+        assert "Mul" not in ops  # every node folded into its Conv/Gemm: no per-channel Mul
+    elif layout == "NCHW":  # float64: one Mul per node, in the leaky_relu/elu expansion, none for identity
+        acts = [InplaceABNAttrs.from_node(n).act.value for n in model.graph.node if n.domain == iabn_onnx.DOMAIN]
+        assert ops.count("Mul") == sum(a != "identity" for a in acts)
     else:
         assert ops.count("Mul") >= 2
     if dtype == np.float64:
         return  # no double Conv in onnxruntime; producer math is covered by test_fold_into_producer
     feed = {"X": rng(1).standard_normal((2, 3, 8, 8)).astype(dtype)}
-    want = iabn_onnx.InferenceSession(model, fold_frozen=False).run(None, feed)[0]
+    want = iabn_onnx.InferenceSession(model, kernel_only=True).run(None, feed)[0]
     got = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     assert_close(got, want, dtype)
     onnx.checker.check_model(folded, full_check=True)
@@ -169,7 +173,7 @@ def test_fold_200_layer_chain():
     assert report.count == 200 and not report.left
     assert _structure(folded) == ["Conv", "LeakyRelu"] * 200 + ["Identity"]
     feed = {"X": rng(5).standard_normal((2, 8, 4, 4)).astype(np.float32)}
-    want = iabn_onnx.InferenceSession(model, fold_frozen=False).run(None, feed)[0]
+    want = iabn_onnx.InferenceSession(model, kernel_only=True).run(None, feed)[0]
     got = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     # 200 layers compound float32 rounding: compare relative to the output's scale
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(want))))

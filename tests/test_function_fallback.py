@@ -93,7 +93,9 @@ def test_fold_drops_function_and_ml_import():
 def test_without_function_plain_onnxruntime_refuses():
     model, _ = single_node_model((2, 3, 4, 4), InplaceABNAttrs(), np.float32)
     assert not has_function_fallback(model)
-    with pytest.raises(Exception, match="InplaceABN"):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+
+    with pytest.raises((Fail, InvalidGraph), match="InplaceABN"):  # onnxruntime's "no schema/kernel" error
         plain_session(model)
 
 

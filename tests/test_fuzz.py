@@ -8,8 +8,8 @@ Oracle: onnx's ReferenceEvaluator with the float64 numpy InplaceABN, on the orig
 Properties: fold's result passes the full checker, never has more InplaceABN nodes than the input, and computes
 the same; convert of the BatchNormalization form of the same graph computes the same and passes the checker.
 
-CI runs a bounded, derandomized number of examples (the hypothesis profiles are in conftest.py);
-``--run-slow`` runs many more. A failing example found once is pinned below with ``@example``.
+CI runs a bounded, derandomized number of examples (the hypothesis profile is in conftest.py);
+the ``slow`` variants (``--run-slow``) run 2000 examples of each property.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from hypothesis import event, given
+import pytest
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
@@ -27,8 +28,14 @@ from iabn_onnx.examples import batchnorm_form
 from iabn_onnx.op.reference import reference_evaluator
 from iabn_onnx.op.schema import Activation, InplaceABNAttrs, Layout, make_model, make_node, opset_import
 from iabn_onnx.passes.fold import fold_with_report
+from tests.conftest import TOLERANCES
 
-FUZZ_TOLERANCE = {np.float32: (2e-4, 2e-4), np.float64: (1e-9, 1e-9)}  # chains compound rounding
+# Wider than the suite's per-dtype table on purpose: each folded layer reassociates a dot product
+# (W·s summed instead of (W summed)·s), and up to four layers chain, so rounding compounds with depth.
+FUZZ_TOLERANCE = {
+    np.float32: tuple(t * 20 for t in TOLERANCES[np.dtype(np.float32)]),
+    np.float64: tuple(t * 1000 for t in TOLERANCES[np.dtype(np.float64)]),
+}
 
 
 @dataclass
@@ -178,8 +185,7 @@ def _iabn_count(model: onnx.ModelProto) -> int:
     return sum(n.domain == iabn_onnx.DOMAIN for n in model.graph.node)
 
 
-@given(random_graphs())
-def test_fold_keeps_random_graphs_equivalent(case):
+def _fold_property(case):
     model, feeds, dtype = case
     before = model.SerializeToString()
     expected = reference_evaluator(model).run(None, feeds)
@@ -195,8 +201,7 @@ def test_fold_keeps_random_graphs_equivalent(case):
     _assert_equivalent(reference_evaluator(folded).run(None, feeds), expected, dtype)
 
 
-@given(random_graphs())
-def test_convert_keeps_random_batchnorm_graphs_equivalent(case):
+def _convert_property(case):
     model, feeds, dtype = case
     bn_model = batchnorm_form(model)
     expected = reference_evaluator(model).run(None, feeds)
@@ -204,3 +209,27 @@ def test_convert_keeps_random_batchnorm_graphs_equivalent(case):
     onnx.checker.check_model(converted, full_check=True)
     assert len(report.converted) == _iabn_count(model)
     _assert_equivalent(reference_evaluator(converted).run(None, feeds), expected, dtype)
+
+
+@given(random_graphs())
+def test_fold_keeps_random_graphs_equivalent(case):
+    _fold_property(case)
+
+
+@given(random_graphs())
+def test_convert_keeps_random_batchnorm_graphs_equivalent(case):
+    _convert_property(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000)
+@given(random_graphs())
+def test_fold_keeps_random_graphs_equivalent_2000(case):
+    _fold_property(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000)
+@given(random_graphs())
+def test_convert_keeps_random_batchnorm_graphs_equivalent_2000(case):
+    _convert_property(case)

@@ -38,13 +38,15 @@ def test_attributes_are_float32_truth_and_validated():
         InplaceABNAttrs(act="relu")
 
 
-def test_defaults_documented():
-    a = InplaceABNAttrs()
-    assert (a.epsilon, a.momentum, a.act.value, a.act_alpha, a.training_mode, a.data_layout.value) == (
-        float(np.float32(1e-5)),
-        float(np.float32(0.9)),
-        "identity",
-        1.0,
-        0,
-        "NCHW",
-    )
+def test_dataclass_defaults_are_the_opschema_defaults():
+    """The dataclass and the registered OpSchema agree on every attribute's default (one contract)."""
+    from iabn_onnx.op.schema import DOMAIN, OP_TYPE, OPSET_VERSION
+
+    schema = onnx.defs.get_schema(OP_TYPE, OPSET_VERSION, DOMAIN)
+    defaults = InplaceABNAttrs().to_attributes()
+    assert set(schema.attributes) == set(defaults)
+    for name, value in defaults.items():
+        declared = helper.get_attribute_value(schema.attributes[name].default_value)
+        declared = declared.decode() if isinstance(declared, bytes) else declared
+        expected = float(np.float32(value)) if isinstance(value, float) else value
+        assert declared == expected, name

@@ -326,6 +326,14 @@ def _infer(ctx: onnx.shape_inference.InferenceContext) -> None:
                 ctx.set_output_type(i, mean_type)
 
 
+def _type_string(elem_type: int) -> str:
+    return {
+        TensorProto.FLOAT16: "tensor(float16)",
+        TensorProto.FLOAT: "tensor(float)",
+        TensorProto.DOUBLE: "tensor(double)",
+    }[elem_type]
+
+
 def build_op_schema() -> onnx.defs.OpSchema:
     S = onnx.defs.OpSchema
     optional = S.FormalParameterOption.Optional
@@ -341,14 +349,16 @@ def build_op_schema() -> onnx.defs.OpSchema:
         S.FormalParameter("running_mean", "T", "Updated running mean (training_mode=1).", param_option=optional),
         S.FormalParameter("running_var", "T", "Updated running variance (training_mode=1).", param_option=optional),
     ]
-    attributes = [
-        S.Attribute("epsilon", helper.make_attribute("epsilon", 1e-5), "Added to var before sqrt."),
-        S.Attribute("momentum", helper.make_attribute("momentum", 0.9), "running*momentum + batch*(1-momentum)."),
-        S.Attribute("act", helper.make_attribute("act", "identity"), "identity | leaky_relu | elu."),
-        S.Attribute("act_alpha", helper.make_attribute("act_alpha", 1.0), "Slope (leaky_relu) or alpha (elu), > 0."),
-        S.Attribute("training_mode", helper.make_attribute("training_mode", 0), "1: use batch statistics."),
-        S.Attribute("data_layout", helper.make_attribute("data_layout", "NCHW"), "NCHW | NHWC."),
-    ]
+    descriptions = {
+        "epsilon": "Added to var before sqrt.",
+        "momentum": "running*momentum + batch*(1-momentum).",
+        "act": "identity | leaky_relu | elu.",
+        "act_alpha": "Slope (leaky_relu) or alpha (elu), > 0.",
+        "training_mode": "1: use batch statistics.",
+        "data_layout": "NCHW | NHWC.",
+    }
+    defaults = InplaceABNAttrs().to_attributes()  # the dataclass holds the defaults; the schema states them
+    attributes = [S.Attribute(k, helper.make_attribute(k, defaults[k]), text) for k, text in descriptions.items()]
     schema = S(
         OP_TYPE,
         DOMAIN,
@@ -356,7 +366,7 @@ def build_op_schema() -> onnx.defs.OpSchema:
         __doc__ or "",
         inputs=inputs,
         outputs=outputs,
-        type_constraints=[("T", ["tensor(float16)", "tensor(float)", "tensor(double)"], "Float tensors.")],
+        type_constraints=[("T", [_type_string(t) for t in SUPPORTED_DTYPES], "Float tensors.")],
         attributes=attributes,
     )
     schema.set_type_and_shape_inference_function(_infer)
