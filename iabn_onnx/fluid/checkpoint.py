@@ -20,6 +20,7 @@ the variable and the file.
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 import os
@@ -54,20 +55,25 @@ class CheckpointError(FluidError):
 
 
 # -- .pdparams -------------------------------------------------------------------
-def _reconstruct() -> Any:
-    core = getattr(np, "_core", None) or np.core
-    return core.multiarray._reconstruct
+def _numpy_core(name: str) -> Any:
+    """numpy's ``_core.<name>`` (numpy 2) or ``core.<name>`` (numpy 1)."""
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ImportError:
+            continue
+    raise ImportError(f"numpy has no core.{name}")
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    core = getattr(np, "_core", None) or np.core
     import codecs
 
+    multiarray, numeric = _numpy_core("multiarray"), _numpy_core("numeric")
     allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for package in ("numpy.core", "numpy._core"):  # numpy 1.x writes numpy.core, 2.x numpy._core
-        allowed[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
-        allowed[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
-        allowed[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer
+    for package in ("numpy.core", "numpy._core"):  # numpy 1.x pickles name numpy.core, 2.x numpy._core
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
     allowed[("_codecs", "encode")] = codecs.encode  # protocol-2 pickles (Paddle 1.x) encode bytes this way
     return allowed
 
