@@ -1,0 +1,103 @@
+"""One index over a graph for the fold rules: producers, use counts, constants, fresh names.
+
+The rules match and rewrite through it; ``add_init`` keeps the index in step with the graph.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from onnx import GraphProto, NodeProto, helper, numpy_helper
+
+from ..graph import fresh_name, subgraphs
+from ..op.validation import TensorInfo
+
+
+class GraphIndex:
+    """Indexes over one graph for matching and rewriting."""
+
+    def __init__(self, graph: GraphProto, types: dict[str, TensorInfo]) -> None:
+        self.graph = graph
+        self.types = types  # dtype and shape of each value shape inference could type
+        self.ranks = {k: len(v.shape) for k, v in types.items() if v.shape is not None}
+        self.inits = {i.name: i for i in graph.initializer}
+        self.graph_inputs = {i.name for i in graph.input}
+        self.graph_outputs = {o.name for o in graph.output}
+        self.producer: dict[str, NodeProto] = {}
+        self.uses: Counter[str] = Counter()
+        for node in graph.node:
+            for o in node.output:
+                self.producer[o] = node
+            for i in node.input:
+                self.uses[i] += 1
+        for g in subgraphs(graph):
+            for node in g.node:
+                for i in node.input:
+                    self.uses[i] += 1
+        self.names = set(self.inits) | self.graph_inputs | set(self.producer) | set(self.uses)
+        self.node_names = {n.name for n in graph.node}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.inits and name not in self.graph_inputs:
+            return numpy_helper.to_array(self.inits[name])
+        return None
+
+    def private_constant(self, name: str) -> np.ndarray | None:
+        """An initializer read by exactly one node."""
+        return self.constant(name) if self.uses[name] == 1 else None
+
+    def fresh(self, base: str) -> str:
+        return fresh_name(self.names, base)
+
+    def fresh_node(self, base: str) -> str:
+        return fresh_name(self.node_names, base)
+
+    def add_init(self, base: str, array: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self.inits[name] = self.graph.initializer[-1]
+        return name
+
+
+def set_attr(node: NodeProto, name: str, value: object) -> None:
+    """In place: set (replace) one attribute of node."""
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def insert_after(graph: GraphProto, anchor: NodeProto, new: NodeProto) -> NodeProto:
+    """Insert a copy of new after anchor; return the inserted (live) node."""
+    nodes = list(graph.node)
+    idx = next(i for i, n in enumerate(nodes) if n is anchor)
+    graph.node.insert(idx + 1, new)
+    return graph.node[idx + 1]
+
+
+def replace_node(graph: GraphProto, node: NodeProto, new_nodes: list[NodeProto]) -> None:
+    """Put new_nodes where node stands."""
+    nodes = list(graph.node)
+    idx = next(i for i, n in enumerate(nodes) if n is node)
+    del graph.node[idx]
+    for k, n in enumerate(new_nodes):
+        graph.node.insert(idx + k, n)
+
+
+def rename_output(g: GraphIndex, old: str, new: str) -> None:
+    """The producer of ``old`` writes ``new`` instead."""
+    producer = g.producer[old]
+    for i, o in enumerate(producer.output):
+        if o == old:
+            producer.output[i] = new
+    g.producer[new] = producer
+
+
+def sole_consumer_reason(g: GraphIndex, x: str) -> str | None:
+    """Why x cannot be rewritten in place of its one reader, or None."""
+    if g.uses[x] != 1:
+        return f"'{x}' has {g.uses[x]} consumers"
+    if x in g.graph_outputs:
+        return f"'{x}' is a graph output"
+    return None
