@@ -40,7 +40,7 @@ def capability() -> dict[str, dict[str, str]]:
     import onnxslim
 
     import iabn_onnx
-    from iabn_onnx.examples import batchnorm_form
+    from iabn_onnx.passes.to_batchnorm import batchnorm_form
     from tests.fold_cases import producer_model
 
     tools = {

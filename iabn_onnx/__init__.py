@@ -1,11 +1,11 @@
 """iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime."""
 
 from . import fluid
-from .exporters.convert import convert
 from .exporters.torch_export import export_torch
 from .op.function import add_function_fallback
 from .op.reference import inplace_abn_reference
 from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
+from .passes.convert import convert
 from .passes.fold import fold
 from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
 

@@ -354,7 +354,7 @@ def _verify(before: onnx.ModelProto, after: onnx.ModelProto, batch: int) -> list
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .exporters.convert import convert_with_report
+    from .passes.convert import convert_with_report
 
     model, external = _load_file(args.model)
     _check_output_path(args.output, args.force, args.model)

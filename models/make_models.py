@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 
 from iabn_onnx import add_function_fallback
-from iabn_onnx.examples import batchnorm_form, conv_net_model
+from iabn_onnx.examples import conv_net_model
+from iabn_onnx.passes.to_batchnorm import batchnorm_form
 
 HERE = Path(__file__).resolve().parent
 

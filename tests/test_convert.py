@@ -10,8 +10,8 @@ from onnx import helper, numpy_helper
 
 import iabn_onnx
 from iabn_onnx.examples import random_params
-from iabn_onnx.exporters.convert import convert_with_report
 from iabn_onnx.op.schema import make_model
+from iabn_onnx.passes.convert import convert_with_report
 from tests.conftest import assert_close, rng
 
 

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 import iabn_onnx
-from iabn_onnx.examples import batchnorm_form
 from iabn_onnx.op.reference import reference_evaluator
 from iabn_onnx.op.schema import Activation, InplaceABNAttrs, Layout, make_model, make_node, opset_import
 from iabn_onnx.passes.fold import fold_with_report
+from iabn_onnx.passes.to_batchnorm import batchnorm_form
 from tests.conftest import TOLERANCES
 
 # Wider than the suite's per-dtype table on purpose: each folded layer reassociates a dot product
@@ -205,7 +205,7 @@ def _convert_property(case):
     model, feeds, dtype = case
     bn_model = batchnorm_form(model)
     expected = reference_evaluator(model).run(None, feeds)
-    converted, report = iabn_onnx.exporters.convert.convert_with_report(bn_model, function_fallback=False)
+    converted, report = iabn_onnx.passes.convert.convert_with_report(bn_model, function_fallback=False)
     onnx.checker.check_model(converted, full_check=True)
     assert len(report.converted) == _iabn_count(model)
     _assert_equivalent(reference_evaluator(converted).run(None, feeds), expected, dtype)

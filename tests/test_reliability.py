@@ -297,7 +297,7 @@ def test_convert_of_a_bad_batchnormalization_reports_and_keeps_it():
         [onnx.numpy_helper.from_array(v, k) for k, v in params.items()],
     )
     model = make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    converted, report = iabn_onnx.exporters.convert.convert_with_report(model)
+    converted, report = iabn_onnx.passes.convert.convert_with_report(model)
     assert not report.converted and "epsilon" in report.skipped[0][1]
     assert converted.graph.node[0].op_type == "BatchNormalization"
 
