@@ -4,6 +4,9 @@ Exit codes: 0 success; 1 the model was rejected (an invalid InplaceABN node, a
 failed ``--verify``, a model onnxruntime cannot run); 2 usage, file or input errors
 (bad arguments, a missing or unreadable file, an unwritable output, inputs that do
 not fit the model). Every failure is one line on stderr; nothing is written on failure.
+
+One module for all six subcommands, so that they share one error path (``main``), one
+loader and one atomic writer; each ``cmd_*`` function is short.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 
 Signatures, defaults, parameter names (``fc_0.w_0``) and default initializers are
 Paddle 1.x's; each layer appends standard ONNX nodes (and one ``InplaceABN`` node
-for ``inplace_abn``) to the current program.
+for ``inplace_abn``) to the current program. One function per Paddle layer, each
+mirroring Paddle's signature and argument checks, hence the length.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ With ``training_mode=1`` the batch mean and the biased batch variance over
 every axis but the channel axis replace ``mean``/``var``, and the node also
 returns ``running_mean``/``running_var`` updated as
 ``running * momentum + batch * (1 - momentum)`` (ONNX BatchNormalization-15).
+
+It is longer than the other modules on purpose: it holds every fact about the operator
+(names, codes, defaults, dtypes, ranks, opset, node predicate, attribute encoding, OpSchema),
+so that nothing else restates one.
 """
 
 from __future__ import annotations
