@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..op.schema import DOMAIN, OP_TYPE, Activation, InplaceABNAttrs, Layout
+from ..op.schema import DOMAIN, MAX_RANK, MIN_RANK, OP_TYPE, Activation, InplaceABNAttrs, Layout
 from .program import (
     DTYPES,
     Constant,
@@ -387,8 +387,8 @@ def inplace_abn(
     lo, hi = PADDLE_EPSILON_RANGE
     if not lo <= epsilon <= hi:
         raise FluidError(f"{where}: epsilon={epsilon} is outside Paddle's range [{lo}, {hi}]")
-    if not 2 <= x.ndim <= 5:
-        raise FluidError(f"{where}: input must be rank 2-5, got rank {x.ndim} {x.shape}")
+    if not MIN_RANK <= x.ndim <= MAX_RANK:
+        raise FluidError(f"{where}: input must be rank {MIN_RANK}-{MAX_RANK}, got rank {x.ndim} {x.shape}")
     attrs = InplaceABNAttrs(
         epsilon=epsilon,
         momentum=momentum,

@@ -342,7 +342,7 @@ def build_op_schema() -> onnx.defs.OpSchema:
     S = onnx.defs.OpSchema
     optional = S.FormalParameterOption.Optional
     inputs = [
-        S.FormalParameter("X", "T", "Input of rank 2-5, channel axis 1 (NCHW) or last (NHWC)."),
+        S.FormalParameter("X", "T", f"Input of rank {MIN_RANK}-{MAX_RANK}, channel axis 1 (NCHW) or last (NHWC)."),
         S.FormalParameter("scale", "T", "Per-channel scale (gamma), shape [C]."),
         S.FormalParameter("B", "T", "Per-channel bias (beta), shape [C]."),
         S.FormalParameter("mean", "T", "Running mean, shape [C]."),

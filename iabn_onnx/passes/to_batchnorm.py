@@ -16,7 +16,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from ..op.schema import InplaceABNAttrs
+from ..op.schema import InplaceABNAttrs, is_inplace_abn
 
 
 def batchnorm_form(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -34,7 +34,7 @@ def batchnorm_form(model: onnx.ModelProto) -> onnx.ModelProto:
     }
     nodes = []
     for node in model.graph.node:
-        if node.op_type != "InplaceABN":
+        if not is_inplace_abn(node):
             nodes.append(node)
             continue
         attrs = InplaceABNAttrs.from_node(node)
