@@ -6,7 +6,8 @@
 * ``stock_pyop``  the same node as an onnxruntime-extensions Python op returned through the
                   stock hook (``r.flatten().tolist()``), numpy inside
 * ``ours``        iabn_onnx.InferenceSession: the fused numba kernel through our return path
-* ``folded``      iabn_onnx.fold on plain onnxruntime (inference only: per-channel Mul+Add+act)
+* ``folded``      iabn_onnx.fold on plain onnxruntime (inference only: BatchNormalization+act for float32,
+                  per-channel Mul+Add+act for float64)
 
 Medians in one process, alternating blocks, each variant given about ``--budget`` seconds.
 Writes JSON and a latency-vs-size plot (float32, leaky_relu, inference).
