@@ -166,6 +166,15 @@ def churn_lines(data: dict) -> list[str]:
     return lines
 
 
+def startup_lines(data: dict) -> list[str]:
+    loaded = ", ".join(data["import_loaded"]) or "none of torch, numba, onnxruntime-extensions"
+    return [
+        f"`import iabn_onnx` adds {data['import_iabn_onnx_extra_s']:.2f} s to `import onnx, onnxruntime` "
+        f"({data['import_onnx_onnxruntime_s']:.2f} s; torch installed: {'yes' if data['torch_installed'] else 'no'}) "
+        f"and loads {loaded}; `iabn-onnx --help` takes {data['cli_help_s']:.2f} s (medians of fresh processes)."
+    ]
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "networks": ("networks.json", networks_table),
     "networks-footprint": ("networks.json", networks_footprint),
@@ -175,6 +184,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "single-node-summary": ("single_node.json", single_node_summary),
     "kernel": ("kernel.json", kernel_table),
     "session-churn": ("session_churn.json", churn_lines),
+    "startup": ("startup.json", startup_lines),
 }
 
 

@@ -40,6 +40,7 @@ SHRINK = {
     "benchmarks/bench_kernel.py": "--repeat 5 --json k.json",
     "benchmarks/bench_fold.py": "--layers 20 --repeat 1 --json f.json",
     "benchmarks/bench_session_churn.py": "--sessions 20 --json c.json",
+    "benchmarks/bench_startup.py": "--repeat 1 --json st.json",
     "benchmarks/report.py": "--readme README.md",  # the scratch copy, not the repository's README
 }
 COMMANDS = [line for line in _bash_lines() if not line.startswith("pip install")]
