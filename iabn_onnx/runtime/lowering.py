@@ -4,8 +4,10 @@ One pass of each stage, on the session's own copy of the model (changed in place
 
 1. validate every node once (``check_model_nodes``: attributes, arity, dtype, rank, parameter
    lengths, opset; a fault raises ``InplaceABNError`` naming the node);
-2. route frozen nodes that follow a Conv/ConvTranspose/Gemm/MatMul into that layer
-   (``passes.fold``, as onnxruntime folds Conv+BatchNormalization);
+2. route frozen nodes that follow a Conv to BatchNormalization, which onnxruntime's
+   Conv+BatchNormalization fusion folds into the Conv at load (when the session's graph
+   optimizations are on), and fold those after a ConvTranspose/Gemm/MatMul (or any
+   producer, with optimizations off) into that layer here (``passes.fold``);
 3. route other frozen nodes to BatchNormalization + activation (``passes.batchnorm_form``:
    NCHW float16/float32, statistics constant or fed at run time);
 4. lower what is left (training mode, NHWC, float64) to the registered kernel ops:
@@ -78,9 +80,14 @@ class _Namer:
         return fresh_name(self.used, base)
 
 
-def lower(model: onnx.ModelProto, kernel_only: bool = False) -> tuple[onnx.ModelProto, list[LoweredNode], list[Route]]:
+def lower(
+    model: onnx.ModelProto, kernel_only: bool = False, onnxruntime_fuses_conv: bool = False
+) -> tuple[onnx.ModelProto, list[LoweredNode], list[Route]]:
     """Route and lower ``model`` in place (the caller's own copy); see the module doc.
 
+    ``onnxruntime_fuses_conv``: the session's graph optimizations fold Conv+BatchNormalization
+    at load, so a Conv-fed node becomes BatchNormalization and onnxruntime folds it in C++ (no
+    weight math here; the same fusion the native BatchNorm-form export gets).
     Returns the model, the nodes the kernel runs, and every node's route.
     """
     register_schema()
@@ -89,10 +96,12 @@ def lower(model: onnx.ModelProto, kernel_only: bool = False) -> tuple[onnx.Model
     nodes = [n for g in graphs(model.graph) for n in g.node if is_inplace_abn(n)]
     checked = {node.output[0]: info for node, info in zip(nodes, infos)}
     routes: list[Route] = []
+    namer = _Namer(model)
+    if not kernel_only and onnxruntime_fuses_conv:
+        routes += _conv_fed_to_batchnorm(model, checked, namer)
     if not kernel_only:
         report = fold_into_producers(model, table)
         routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
-    namer = _Namer(model)
     kernel_nodes: list[LoweredNode] = []
     for graph in graphs(model.graph):
         fed = {i.name for i in graph.input}  # an initializer that is also an input can be overridden
@@ -124,6 +133,43 @@ def lower(model: onnx.ModelProto, kernel_only: bool = False) -> tuple[onnx.Model
     remove_function_fallback(model)  # no InplaceABN node is left to call it
     drop_opset_import(model, DOMAIN)
     return model, kernel_nodes, routes
+
+
+def _conv_fed_to_batchnorm(model: onnx.ModelProto, checked: dict[str, CheckedNode], namer: _Namer) -> list[Route]:
+    """Frozen nodes read only from a Conv, with constant parameters: BatchNormalization, which
+    onnxruntime's Conv+BatchNormalization fusion folds into the Conv at load."""
+    graph = model.graph
+    fed = {i.name for i in graph.input}
+    constants = {i.name: i for i in graph.initializer if i.name not in fed}
+    producer = {o: n for n in graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for g in graphs(graph):
+        for n in g.node:
+            for i in n.input:
+                uses[i] = uses.get(i, 0) + 1
+    outputs = {o.name for o in graph.output}
+    routes, new_nodes = [], []
+    for node in graph.node:
+        info = checked.get(node.output[0]) if is_inplace_abn(node) else None
+        conv = producer.get(node.input[0]) if info is not None else None
+        if (
+            info is None
+            or conv is None
+            or conv.op_type != "Conv"
+            or conv.domain not in ("", "ai.onnx")
+            or uses.get(node.input[0]) != 1
+            or node.input[0] in outputs
+            or not all(name in constants for name in node.input[1:])
+            or batchnorm_form.check(info.attrs, info.dtype, numpy_helper.to_array(constants[node.input[1]]))
+        ):
+            new_nodes.append(node)
+            continue
+        new_nodes.extend(batchnorm_form.rewrite(node, info.attrs, namer.fresh))
+        detail = f"onnxruntime folds it into Conv '{conv.name or conv.output[0]}' at load"
+        routes.append(Route(info.name, batchnorm_form.ROUTE, detail, tuple(node.input), info.attrs))
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return routes
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
