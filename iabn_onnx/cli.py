@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -263,7 +264,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     feed = _input_feed(sess, args.inputs) if args.inputs else random_feed(sess, batch=args.batch, seed=args.seed)
     outputs = sess.run(None, feed)
     names = [o.name for o in sess.get_outputs()]
-    print(f"ran {args.model}: {len(sess.nodes)} InplaceABN node(s)")
+    routes = Counter(route.route for route in sess.routes)
+    how = ", ".join(f"{n} {route}" for route, n in sorted(routes.items()))
+    print(f"ran {args.model}: {len(sess.routes)} InplaceABN node(s)" + (f" ({how})" if how else ""))
     for name, arr in zip(names, outputs):
         print(_summary(name, arr))
     if save:
