@@ -175,6 +175,13 @@ def startup_lines(data: dict) -> list[str]:
     ]
 
 
+def suite_lines(data: dict) -> list[str]:
+    return [
+        f"The default suite took {data['wall_s'] / 60:.1f} minutes on {data['cores']} cores and peaked at "
+        f"{data['peak_rss_mb'] / 1024:.1f} GiB resident in its largest process ({data['summary']})."
+    ]
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "networks": ("networks.json", networks_table),
     "networks-footprint": ("networks.json", networks_footprint),
@@ -185,6 +192,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "kernel": ("kernel.json", kernel_table),
     "session-churn": ("session_churn.json", churn_lines),
     "startup": ("startup.json", startup_lines),
+    "test-suite": ("test_suite.json", suite_lines),
 }
 
 
