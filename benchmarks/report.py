@@ -198,11 +198,19 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
 
 def render(name: str, results: Path = RESULTS) -> str:
     filename, fn = BLOCKS[name]
-    return "\n".join(fn(json.loads((results / filename).read_text())))
+    path = results / filename
+    if not path.exists():
+        return f"(no results yet: benchmarks/results/{filename} is written by its benchmark script)"
+    return "\n".join(fn(json.loads(path.read_text())))
 
 
 def block_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- report:{re.escape(name)} -->\n)(.*?)(\n<!-- /report:{re.escape(name)} -->)", re.S)
+    """Group 1 is the block's text (without the newline before the closing marker)."""
+    return re.compile(rf"<!-- report:{re.escape(name)} -->\n(.*?)\n?<!-- /report:{re.escape(name)} -->", re.S)
+
+
+def block(name: str, text: str) -> str:
+    return f"<!-- report:{name} -->\n{text}\n<!-- /report:{name} -->"
 
 
 def write_readme(readme: Path = README) -> None:
@@ -211,7 +219,7 @@ def write_readme(readme: Path = README) -> None:
         pattern = block_pattern(name)
         if not pattern.search(text):
             raise SystemExit(f"README has no block <!-- report:{name} -->")
-        text = pattern.sub(lambda m, n=name: m.group(1) + render(n) + m.group(3), text)
+        text = pattern.sub(lambda m, n=name: block(n, render(n)), text)
     readme.write_text(text)
 
 
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rewrote {len(BLOCKS)} blocks in {args.readme}")
         return
     for name in BLOCKS:
-        print(f"<!-- report:{name} -->\n{render(name)}\n<!-- /report:{name} -->\n")
+        print(block(name, render(name)) + "\n")
 
 
 if __name__ == "__main__":

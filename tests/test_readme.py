@@ -106,4 +106,4 @@ def test_readme_figures_are_rendered_from_the_results():
     for name in report.BLOCKS:
         match = report.block_pattern(name).search(README)
         assert match, f"README has no <!-- report:{name} --> block"
-        assert match.group(2) == report.render(name), f"README block {name!r}: run python benchmarks/report.py --write"
+        assert match.group(1) == report.render(name), f"README block {name!r}: run python benchmarks/report.py --write"
