@@ -102,6 +102,7 @@ def lower(
     if not kernel_only:
         report = fold_into_producers(model, table)
         routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
+        namer = _Namer(model)  # the fold added names of its own
     kernel_nodes: list[LoweredNode] = []
     for graph in graphs(model.graph):
         fed = {i.name for i in graph.input}  # an initializer that is also an input can be overridden

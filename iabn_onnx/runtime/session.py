@@ -169,9 +169,9 @@ class InferenceSession:
     Each node takes the fastest route exact for it: frozen nodes (training_mode=0)
     right after a Conv become BatchNormalization, which onnxruntime folds into the Conv
     at load; those after a ConvTranspose, Gemm or MatMul fold into that layer here;
-    other frozen NCHW float16/float32
-    nodes become BatchNormalization + activation (their statistics may be fed at
-    run time); the rest (training mode, NHWC, float64) run in the fused kernel.
+    other frozen NCHW float16/float32 nodes become BatchNormalization + activation
+    (their statistics may be fed at run time); the rest (training mode, NHWC, float64)
+    run in the fused kernel.
     ``routes`` says where each node went and why; ``inplace_abn_nodes`` lists the
     nodes the kernel runs. ``kernel_only=True`` (or the older ``fold_frozen=False``)
     runs every node in the kernel, for validation and tests.
