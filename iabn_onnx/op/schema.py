@@ -171,13 +171,17 @@ class InplaceABNAttrs:
                     f"attribute '{attr.name}' has type {AttributeProto.AttributeType.Name(attr.type)}, "
                     f"expected {AttributeProto.AttributeType.Name(spec)}",
                 )
-            value = helper.get_attribute_value(attr)
-            values[attr.name] = value.decode() if isinstance(value, bytes) else value
+            values[attr.name] = _attribute_value(attr)
+        return cls.from_values(values, name)
+
+    @classmethod
+    def from_values(cls, values: dict[str, object], node: str) -> InplaceABNAttrs:
+        """Build and validate from attribute values; InplaceABNError naming ``node`` on any fault."""
         try:
             attrs = cls(**values)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
-            raise InplaceABNError(name, str(exc)) from None
-        return attrs.validate(name)
+            raise InplaceABNError(node, str(exc)) from None
+        return attrs.validate(node)
 
     def to_attributes(self) -> dict[str, object]:
         """Keyword arguments for ``helper.make_node`` (every attribute explicit)."""
@@ -207,6 +211,11 @@ class InplaceABNAttrs:
 
     def channel_axis(self, rank: int) -> int:
         return 1 if self.data_layout is Layout.NCHW else rank - 1
+
+
+def _attribute_value(attr: AttributeProto) -> object:
+    value = helper.get_attribute_value(attr)
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _parse_enum(enum: type[Enum], value: object, what: str) -> Enum:
@@ -301,17 +310,9 @@ def attrs_from_context(ctx: onnx.shape_inference.InferenceContext) -> InplaceABN
     display = ctx.get_display_name() if hasattr(ctx, "get_display_name") else ""
     match = re.search(r"\((.*)\)$", display)  # "node InplaceABN[ai.iabn] (abn0)"
     name = match.group(1) if match and match.group(1) else f"<unnamed {OP_TYPE}>"
-    values: dict[str, object] = {}
-    for attr_name in _ATTR_SPECS:
-        attr = ctx.get_attribute(attr_name)
-        if attr is not None:
-            value = helper.get_attribute_value(attr)
-            values[attr_name] = value.decode() if isinstance(value, bytes) else value
-    try:
-        attrs = InplaceABNAttrs(**values)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InplaceABNError(name, str(exc)) from None
-    return attrs.validate(name)
+    attributes = (ctx.get_attribute(attr_name) for attr_name in _ATTR_SPECS)
+    values = {attr.name: _attribute_value(attr) for attr in attributes if attr is not None}
+    return InplaceABNAttrs.from_values(values, name)
 
 
 def _infer(ctx: onnx.shape_inference.InferenceContext) -> None:

@@ -38,10 +38,12 @@ class GraphIndex:
         self.names = set(self.inits) | self.graph_inputs | set(self.producer) | set(self.uses)
         self.node_names = {n.name for n in graph.node}
 
+    def is_constant(self, name: str) -> bool:
+        """An initializer that is not also a graph input (which a feed could override)."""
+        return name in self.inits and name not in self.graph_inputs
+
     def constant(self, name: str) -> np.ndarray | None:
-        if name in self.inits and name not in self.graph_inputs:
-            return numpy_helper.to_array(self.inits[name])
-        return None
+        return numpy_helper.to_array(self.inits[name]) if self.is_constant(name) else None
 
     def private_constant(self, name: str) -> np.ndarray | None:
         """An initializer read by exactly one node."""

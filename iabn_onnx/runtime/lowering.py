@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
-from onnx import NodeProto, TensorProto, helper, numpy_helper
+from onnx import NodeProto, TensorProto, helper
 
 from iabn_onnx.custom_ops.names import (
     CONFIG_ATTR,
@@ -38,10 +38,11 @@ from iabn_onnx.custom_ops.names import (
 from iabn_onnx.graph import drop_opset_import, fresh_name, graphs, set_opset_import
 from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import DOMAIN, ONNX_OPSET, InplaceABNAttrs, bound_outputs, is_inplace_abn, register_schema
-from iabn_onnx.op.validation import CheckedNode, check_model_nodes, type_table
+from iabn_onnx.op.validation import CheckedNode, TensorInfo, check_model_nodes, type_table
 
 from ..passes import batchnorm_form
 from ..passes.fold import fold_into_producers
+from ..passes.graph_index import GraphIndex, sole_consumer_reason
 
 LoweredNode = CheckedNode  # what the session reports per kernel node
 
@@ -98,15 +99,14 @@ def lower(
     routes: list[Route] = []
     namer = _Namer(model)
     if not kernel_only and onnxruntime_fuses_conv:
-        routes += _conv_fed_to_batchnorm(model, checked, namer)
+        routes += _conv_fed_to_batchnorm(model, checked, table, namer)
     if not kernel_only:
         report = fold_into_producers(model, table)
         routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
         namer = _Namer(model)  # the fold added names of its own
     kernel_nodes: list[LoweredNode] = []
     for graph in graphs(model.graph):
-        fed = {i.name for i in graph.input}  # an initializer that is also an input can be overridden
-        constants = {i.name: i for i in graph.initializer if i.name not in fed}
+        index = GraphIndex(graph, table)
         new_nodes: list[NodeProto] = []
         for node in graph.node:
             if not is_inplace_abn(node):
@@ -115,9 +115,7 @@ def lower(
             info = checked[node.output[0]]
             reason = "kernel_only"
             if not kernel_only:
-                scale = constants.get(node.input[1])
-                scale_array = numpy_helper.to_array(scale) if scale is not None else None
-                reason = batchnorm_form.check(info.attrs, info.dtype, scale_array)
+                reason = batchnorm_form.check(info.attrs, info.dtype, index.constant(node.input[1]))
                 if reason is None:
                     new_nodes.extend(batchnorm_form.rewrite(node, info.attrs, namer.fresh))
                     routes.append(Route(info.name, batchnorm_form.ROUTE, "standard ops", tuple(node.input), info.attrs))
@@ -136,40 +134,32 @@ def lower(
     return model, kernel_nodes, routes
 
 
-def _conv_fed_to_batchnorm(model: onnx.ModelProto, checked: dict[str, CheckedNode], namer: _Namer) -> list[Route]:
+def _conv_fed_to_batchnorm(
+    model: onnx.ModelProto, checked: dict[str, CheckedNode], table: dict[str, TensorInfo], namer: _Namer
+) -> list[Route]:
     """Frozen nodes read only from a Conv, with constant parameters: BatchNormalization, which
     onnxruntime's Conv+BatchNormalization fusion folds into the Conv at load."""
-    graph = model.graph
-    fed = {i.name for i in graph.input}
-    constants = {i.name: i for i in graph.initializer if i.name not in fed}
-    producer = {o: n for n in graph.node for o in n.output}
-    uses: dict[str, int] = {}
-    for g in graphs(graph):
-        for n in g.node:
-            for i in n.input:
-                uses[i] = uses.get(i, 0) + 1
-    outputs = {o.name for o in graph.output}
+    g = GraphIndex(model.graph, table)
     routes, new_nodes = [], []
-    for node in graph.node:
+    for node in model.graph.node:
         info = checked.get(node.output[0]) if is_inplace_abn(node) else None
-        conv = producer.get(node.input[0]) if info is not None else None
+        conv = g.producer.get(node.input[0]) if info is not None else None
         if (
             info is None
             or conv is None
             or conv.op_type != "Conv"
             or conv.domain not in ("", "ai.onnx")
-            or uses.get(node.input[0]) != 1
-            or node.input[0] in outputs
-            or not all(name in constants for name in node.input[1:])
-            or batchnorm_form.check(info.attrs, info.dtype, numpy_helper.to_array(constants[node.input[1]]))
+            or sole_consumer_reason(g, node.input[0]) is not None
+            or not all(g.is_constant(name) for name in node.input[1:])
+            or batchnorm_form.check(info.attrs, info.dtype, g.constant(node.input[1]))
         ):
             new_nodes.append(node)
             continue
         new_nodes.extend(batchnorm_form.rewrite(node, info.attrs, namer.fresh))
         detail = f"onnxruntime folds it into Conv '{conv.name or conv.output[0]}' at load"
         routes.append(Route(info.name, batchnorm_form.ROUTE, detail, tuple(node.input), info.attrs))
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
     return routes
 
 
