@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import NoReturn
 import numpy as np
 import onnx
 
-from .graph import INLINE_LIMIT
+from .graph import save_model
 from .op.schema import InplaceABNAttrs, InplaceABNError, is_inplace_abn
 from .runtime.session import InferenceSession, ModelLoadError, load_model_file
 
@@ -76,37 +77,33 @@ def _save_atomic(
     external_source: bool = False,
     before_commit: Callable[[], None] | None = None,
 ) -> None:
-    """Write via a temporary file in the target folder, run ``before_commit``, then rename.
+    """Write into a temporary folder beside ``out``, run ``before_commit``, then move into place.
 
-    Nothing is left at ``out`` when writing or ``before_commit`` fails. Tensors go to
-    ``OUT.data`` (external data) when the model is near protobuf's 2 GiB limit or the input
-    kept its tensors in external data.
+    Nothing is left at ``out`` (nor at ``OUT.data``) when writing or ``before_commit`` fails.
+    Tensors go to ``OUT.data`` (external data) when the model is too big for one message or the
+    input kept its tensors in external data.
     """
     target = _check_output_path(out, overwrite_ok, source)
-    external = external_source or model.ByteSize() > INLINE_LIMIT
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
+        staging = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
+    staged = os.path.join(staging, target.name)  # the final name: external data refers to it
     try:
-        if external:
-            onnx.save(model, tmp, save_as_external_data=True, location=target.name + ".data")
+        if save_model(model, staged, external=external_source):
             # onnx.save moved the tensors out of the in-memory model; --verify still needs them
             from onnx.external_data_helper import load_external_data_for_model
 
-            load_external_data_for_model(model, str(target.parent))
-        else:
-            onnx.save(model, tmp)
+            load_external_data_for_model(model, staging)
         if before_commit is not None:
             before_commit()
-        os.replace(tmp, target)
+        for name in sorted(os.listdir(staging), reverse=True):  # OUT.data before OUT
+            os.replace(os.path.join(staging, name), target.parent / name)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 _NP_DTYPES = {

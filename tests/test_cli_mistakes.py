@@ -114,10 +114,19 @@ def test_run_save_names_the_file_it_wrote(model_path, tmp_path):
     assert (tmp_path / "out.npz").is_file() and not (tmp_path / "out").exists()
 
 
-def test_failed_verify_writes_nothing(model_path, tmp_path, capsys, monkeypatch):
-    """--verify runs before the rename: a folded model that differs is never written."""
+@pytest.mark.parametrize("external", [False, True], ids=["inline", "external-data"])
+def test_failed_verify_writes_nothing(model_path, tmp_path, capsys, monkeypatch, external):
+    """--verify runs before the rename: a folded model that differs is never written, nor its data file."""
     from iabn_onnx import cli as cli_module
     from iabn_onnx.passes import fold as fold_module
+
+    source = model_path
+    if external:  # an input with external data is written with external data: OUT and OUT.data
+        source = tmp_path / "in" / "ext.onnx"
+        source.parent.mkdir()
+        onnx.save(onnx.load(model_path), source, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
 
     real = fold_module.fold_with_report
 
@@ -129,11 +138,11 @@ def test_failed_verify_writes_nothing(model_path, tmp_path, capsys, monkeypatch)
         return folded, report
 
     monkeypatch.setattr(fold_module, "fold_with_report", broken_fold)
-    code = cli_module.main(["fold", str(model_path), "-o", str(tmp_path / "out.onnx"), "--verify"])
+    code = cli_module.main(["fold", str(source), "-o", str(out_dir / "out.onnx"), "--verify"])
     err = capsys.readouterr().err.splitlines()
     assert code == 1
     assert len(err) == 1 and "verify failed: output Y differs" in err[0], err
-    assert list(tmp_path.iterdir()) == []
+    assert list(out_dir.iterdir()) == []
 
 
 def test_every_option_has_help():

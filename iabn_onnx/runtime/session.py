@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from iabn_onnx.op.schema import DOMAIN, InplaceABNError, shape_faults
 
-from ..graph import INLINE_LIMIT
+from ..graph import graphs, save_model
 from .lowering import LoweredNode, Route, lower
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
@@ -123,25 +123,7 @@ def _shared_kernel_options() -> ort.SessionOptions:
 
 
 def _has_inplace_abn(model: onnx.ModelProto) -> bool:
-    from iabn_onnx.graph import graphs
-
     return any(n.domain == DOMAIN for g in graphs(model.graph) for n in g.node)
-
-
-def _save(proto: onnx.ModelProto, folder: str) -> str:
-    """Write the model to ``folder``; tensors go to external data when it is too big for one message."""
-    path = os.path.join(folder, "model.onnx")
-    try:
-        data = proto.SerializeToString()  # ByteSize() first would cost as much again (0.18 s on ResNet-50)
-    except (ValueError, RuntimeError):  # protobuf: "exceeds maximum protobuf size of 2GB"
-        data = None
-    if data is not None and len(data) < INLINE_LIMIT:
-        with open(path, "wb") as fh:
-            fh.write(data)
-    else:
-        del data
-        onnx.save(proto, path, save_as_external_data=True, location="model.onnx.data")
-    return path
 
 
 def _check_feed(routes: list[Route], feed: dict[str, Any], static: dict[str, tuple[int, ...]]) -> None:
@@ -226,7 +208,8 @@ class InferenceSession:
             # onnxruntime reads the rewritten model from a file, as it would the original: handing it
             # serialized bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a
             # file 470 MB, plain onnxruntime 437 MB)
-            path = _save(proto, tmp)
+            path = os.path.join(tmp, "model.onnx")
+            save_model(proto, path)
             del proto
             self._session = ort.InferenceSession(path, so, **options)
         if faults:
