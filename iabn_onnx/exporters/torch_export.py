@@ -128,8 +128,7 @@ def apply_node(x: Any, params: InplaceABNParams, plan: NodePlan) -> Any:
     return torch.relu(y) if plan.relu_after else y
 
 
-def _module_params(path: str, module: Any, modules: Mapping[type | str, Describe]) -> InplaceABNParams | str | None:
-    where = f"{path or '<root>'} ({type(module).__name__})"
+def _module_params(where: str, module: Any, modules: Mapping[type | str, Describe]) -> InplaceABNParams | str | None:
     describe = find_custom(module, modules)
     if describe is not None:
         return custom_params(module, describe, where)
@@ -154,10 +153,10 @@ def _patched_modules(model: Any, modules: Mapping[type | str, Describe]) -> Iter
     patched: list[tuple[Any, bool, Any]] = []
     try:
         for path, module in model.named_modules():
-            params = _module_params(path, module, modules)
+            where = f"{path or '<root>'} ({type(module).__name__})"
+            params = _module_params(where, module, modules)
             if params is None:
                 continue
-            where = f"{path or '<root>'} ({type(module).__name__})"
             if isinstance(params, str):
                 near_misses.append(f"{where}: {params}")
                 continue
