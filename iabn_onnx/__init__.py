@@ -1,17 +1,59 @@
-"""iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime."""
+"""iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime.
 
-from . import fluid
-from .exporters.torch_export import export_torch
-from .op.function import add_function_fallback
-from .op.reference import inplace_abn_reference
+Importing the package registers the operator's schema with onnx and loads nothing else:
+each name below loads its module on first use (PEP 562), so a serving process that only
+creates sessions never imports the exporters or the fluid layer API.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
-from .passes.convert import convert
-from .passes.fold import fold
-from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
+
+if TYPE_CHECKING:
+    from . import fluid
+    from .exporters.torch_export import export_torch
+    from .op.function import add_function_fallback
+    from .op.reference import inplace_abn_reference
+    from .passes.convert import convert
+    from .passes.fold import fold
+    from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
 
 register_schema()
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_LAZY = {
+    "InferenceSession": ".runtime.session",
+    "ModelLoadError": ".runtime.session",
+    "load_model": ".runtime.session",
+    "session_options": ".runtime.session",
+    "add_function_fallback": ".op.function",
+    "inplace_abn_reference": ".op.reference",
+    "convert": ".passes.convert",
+    "fold": ".passes.fold",
+    "export_torch": ".exporters.torch_export",
+}
+_SUBPACKAGES = {"cli", "custom_ops", "examples", "exporters", "fluid", "graph", "op", "passes", "runtime"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
+
 
 __all__ = [
     "DOMAIN",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import GraphProto
+from onnx import GraphProto, TensorProto, numpy_helper
 
 
 def subgraphs(graph: GraphProto) -> Iterator[GraphProto]:
@@ -126,3 +128,21 @@ def infer_shapes_light(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False)
     except Exception:  # inference is a best effort: callers treat unknown shapes as unknown
         return light
+
+
+def tensor_array(tensor: TensorProto, base_dir: str | os.PathLike[str] = "") -> np.ndarray:
+    """The value of ``tensor``, reading external data relative to ``base_dir``; ``tensor`` is not changed."""
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    loaded = TensorProto()
+    loaded.CopyFrom(tensor)
+    del loaded.external_data[:]
+    loaded.data_location = TensorProto.DEFAULT
+    with open(Path(base_dir) / info["location"], "rb") as fh:
+        fh.seek(int(info.get("offset", 0)))
+        length = int(info["length"]) if "length" in info else -1
+        loaded.raw_data = fh.read(length)
+    if length >= 0 and len(loaded.raw_data) != length:
+        raise ValueError(f"tensor '{tensor.name}': external data ends after {len(loaded.raw_data)} of {length} bytes")
+    return numpy_helper.to_array(loaded)

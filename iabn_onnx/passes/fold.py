@@ -80,13 +80,14 @@ def fold_with_report(
     return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
 
-def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> FoldReport:
+def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo], base_dir: str = "") -> FoldReport:
     """The runtime's fold, in place: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
 
     ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session;
-    the caller owns ``model`` (the session's own copy) and has validated its nodes.
+    the caller owns ``model`` (the session's own copy) and has validated its nodes. ``base_dir``
+    is where tensors kept as external data are.
     """
-    return _fold(model, types, into_producers_only=True, keep_invalid=True, in_place=True)[1]
+    return _fold(model, types, into_producers_only=True, keep_invalid=True, in_place=True, base_dir=base_dir)[1]
 
 
 def _fold(
@@ -95,6 +96,7 @@ def _fold(
     into_producers_only: bool,
     keep_invalid: bool,
     in_place: bool = False,
+    base_dir: str = "",
 ) -> tuple[onnx.ModelProto, FoldReport]:
     if in_place:
         out = model
@@ -103,7 +105,7 @@ def _fold(
         out.CopyFrom(model)
     report = FoldReport()
     graph = out.graph
-    g = GraphIndex(graph, types)
+    g = GraphIndex(graph, types, base_dir)
     for node in list(graph.node):
         if not is_inplace_abn(node):
             continue

@@ -10,15 +10,16 @@ from collections import Counter
 import numpy as np
 from onnx import GraphProto, NodeProto, helper, numpy_helper
 
-from ..graph import fresh_name, subgraphs
+from ..graph import fresh_name, subgraphs, tensor_array
 from ..op.validation import TensorInfo
 
 
 class GraphIndex:
     """Indexes over one graph for matching and rewriting."""
 
-    def __init__(self, graph: GraphProto, types: dict[str, TensorInfo]) -> None:
+    def __init__(self, graph: GraphProto, types: dict[str, TensorInfo], base_dir: str = "") -> None:
         self.graph = graph
+        self.base_dir = base_dir  # where tensors kept as external data are (a session's outline)
         self.types = types  # dtype and shape of each value shape inference could type
         self.ranks = {k: len(v.shape) for k, v in types.items() if v.shape is not None}
         self.inits = {i.name: i for i in graph.initializer}
@@ -43,7 +44,7 @@ class GraphIndex:
         return name in self.inits and name not in self.graph_inputs
 
     def constant(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.inits[name]) if self.is_constant(name) else None
+        return tensor_array(self.inits[name], self.base_dir) if self.is_constant(name) else None
 
     def private_constant(self, name: str) -> np.ndarray | None:
         """An initializer read by exactly one node."""

@@ -82,13 +82,14 @@ class _Namer:
 
 
 def lower(
-    model: onnx.ModelProto, kernel_only: bool = False, onnxruntime_fuses_conv: bool = False
+    model: onnx.ModelProto, kernel_only: bool = False, onnxruntime_fuses_conv: bool = False, base_dir: str = ""
 ) -> tuple[onnx.ModelProto, list[LoweredNode], list[Route]]:
     """Route and lower ``model`` in place (the caller's own copy); see the module doc.
 
     ``onnxruntime_fuses_conv``: the session's graph optimizations fold Conv+BatchNormalization
     at load, so a Conv-fed node becomes BatchNormalization and onnxruntime folds it in C++ (no
     weight math here; the same fusion the native BatchNorm-form export gets).
+    ``base_dir``: where tensors kept as external data are (the session's outline of a file).
     Returns the model, the nodes the kernel runs, and every node's route.
     """
     register_schema()
@@ -99,14 +100,14 @@ def lower(
     routes: list[Route] = []
     namer = _Namer(model)
     if not kernel_only and onnxruntime_fuses_conv:
-        routes += _conv_fed_to_batchnorm(model, checked, table, namer)
+        routes += _conv_fed_to_batchnorm(model, checked, table, namer, base_dir)
     if not kernel_only:
-        report = fold_into_producers(model, table)
+        report = fold_into_producers(model, table, base_dir)
         routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
         namer = _Namer(model)  # the fold added names of its own
     kernel_nodes: list[LoweredNode] = []
     for graph in graphs(model.graph):
-        index = GraphIndex(graph, table)
+        index = GraphIndex(graph, table, base_dir)
         new_nodes: list[NodeProto] = []
         for node in graph.node:
             if not is_inplace_abn(node):
@@ -135,11 +136,15 @@ def lower(
 
 
 def _conv_fed_to_batchnorm(
-    model: onnx.ModelProto, checked: dict[str, CheckedNode], table: dict[str, TensorInfo], namer: _Namer
+    model: onnx.ModelProto,
+    checked: dict[str, CheckedNode],
+    table: dict[str, TensorInfo],
+    namer: _Namer,
+    base_dir: str,
 ) -> list[Route]:
     """Frozen nodes read only from a Conv, with constant parameters: BatchNormalization, which
     onnxruntime's Conv+BatchNormalization fusion folds into the Conv at load."""
-    g = GraphIndex(model.graph, table)
+    g = GraphIndex(model.graph, table, base_dir)
     routes, new_nodes = [], []
     for node in model.graph.node:
         info = checked.get(node.output[0]) if is_inplace_abn(node) else None

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ from iabn_onnx.op.schema import DOMAIN, InplaceABNError, shape_faults
 
 from ..graph import graphs, save_model
 from .lowering import LoweredNode, Route, lower
+from .outline import Outline, read_outline
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -74,6 +77,52 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
     return model, external
+
+
+def _read_outline(source: str | os.PathLike[str]) -> Outline:
+    """The outline of a model file (``outline.py``), with the errors ``load_model_file`` gives."""
+    path = Path(os.fspath(source))
+    if not path.is_file():
+        raise FileNotFoundError(f"no such model file: {path}")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: file is empty (0 bytes)")
+    try:
+        outline = read_outline(path)
+    except Exception as exc:  # WireError, protobuf's DecodeError
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+    if not outline.model.graph.node and not outline.model.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
+    return outline
+
+
+class _FileCopy(threading.Thread):
+    """Copies a file on a thread of its own (the kernel does the copying, without the GIL); ``finish``
+    waits for it and checks that the source did not change meanwhile."""
+
+    def __init__(self, source: Path, target: str) -> None:
+        super().__init__(name="iabn_onnx model copy", daemon=True)
+        self.source, self.target = source, target
+        self.before = _identity(source)
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            shutil.copyfile(self.source, self.target)
+        except BaseException as exc:  # re-raised by finish(), on the caller's thread
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        if _identity(self.source) != self.before:
+            raise ModelLoadError(f"{self.source}: the file changed while the session read it")
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 SPINNING_KEY = "session.intra_op.allow_spinning"
@@ -171,49 +220,82 @@ class InferenceSession:
     ) -> None:
         if providers is None:
             providers = ["CPUExecutionProvider"]
-        proto = load_model(model)  # the session's own copy, rewritten in place below
         self._kernel = False
         self._fed_routes: list[Route] = []
         self._standard_routes: set[str] = set()
         self._static_shapes: dict[str, tuple[int, ...]] = {}
-        if not _has_inplace_abn(proto) and isinstance(model, (str, os.PathLike)):
-            del proto  # nothing to change: onnxruntime reads the original file (and its external data)
-            self.inplace_abn_nodes: list[LoweredNode] = []
-            self.routes: list[Route] = []
-            self._session = ort.InferenceSession(
-                os.fspath(model), sess_options, providers=providers, provider_options=provider_options, **kwargs
-            )
-            return
+        self.inplace_abn_nodes: list[LoweredNode] = []
+        self.routes: list[Route] = []
+        options = {"providers": providers, "provider_options": provider_options, **kwargs}
+        kernel_only = kernel_only or not fold_frozen
+        with tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
+            copy = None
+            if isinstance(model, (str, os.PathLike)):
+                source = Path(os.fspath(model))
+                outline = _read_outline(source)
+                if not _has_inplace_abn(outline.model):
+                    # nothing to change: onnxruntime reads the original file (and its external data)
+                    self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
+                    return
+                if outline.own_external_data:
+                    proto, base_dir = load_model_file(source)[0], ""
+                else:
+                    # The outline's big tensors point into the file. onnxruntime memory-maps the weights
+                    # it reads that way, so it gets a private copy, made while the model is lowered: a
+                    # session cannot fault when the user's file is rewritten in place.
+                    proto, base_dir = outline.model, str(source.parent)
+                    copy = _FileCopy(source, os.path.join(tmp, source.name))
+            else:
+                proto, base_dir = load_model(model), ""  # the session's own copy, rewritten in place
+            del model
+            try:
+                path = self._lower(proto, sess_options, kernel_only, base_dir, tmp)
+            finally:
+                if copy is not None:
+                    copy.finish()
+            del proto
+            so = sess_options
+            if self._kernel:
+                so = session_options(sess_options) if sess_options is not None else _shared_kernel_options()
+                if _config_entry(so, SPINNING_KEY) is None:
+                    # spinning intra-op threads starve the Python kernel, which runs on the calling
+                    # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
+                    so.add_session_config_entry(SPINNING_KEY, "0")
+            with self._fault_slot() as faults:
+                self._session = ort.InferenceSession(path, so, **options)
+        if faults:
+            raise faults[0].to_exception()
+
+    def _lower(
+        self,
+        proto: onnx.ModelProto,
+        sess_options: ort.SessionOptions | None,
+        kernel_only: bool,
+        base_dir: str,
+        tmp: str,
+    ) -> str:
+        """Route and lower ``proto`` (changed in place), write it to ``tmp``; return the file for onnxruntime.
+
+        onnxruntime reads the model from a file, as it would the original: handing it serialized
+        bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a file 470 MB).
+        """
         level = (sess_options or ort.SessionOptions()).graph_optimization_level
         fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
         proto, self.inplace_abn_nodes, self.routes = lower(
-            proto, kernel_only=kernel_only or not fold_frozen, onnxruntime_fuses_conv=fuses
+            proto, kernel_only=kernel_only, onnxruntime_fuses_conv=fuses, base_dir=base_dir
         )
+        self._kernel = bool(self.inplace_abn_nodes)
         graph_inputs = {i.name for i in proto.graph.input}
         # standard-op routes reading graph inputs: their feed is checked as the kernel would check it
         self._fed_routes = [r for r in self.routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
         self._standard_routes = {r.node for r in self.routes if r.attrs is not None}
         wanted = {name for r in self._fed_routes for name in r.inputs}
         self._static_shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer if i.name in wanted}
-        so = sess_options
-        if self.inplace_abn_nodes:
-            self._kernel = True
-            so = session_options(sess_options) if sess_options is not None else _shared_kernel_options()
-            if _config_entry(so, SPINNING_KEY) is None:
-                # spinning intra-op threads starve the Python kernel, which runs on the calling
-                # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
-                so.add_session_config_entry(SPINNING_KEY, "0")
-        options = {"providers": providers, "provider_options": provider_options, **kwargs}
-        with self._fault_slot() as faults, tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
-            # onnxruntime reads the rewritten model from a file, as it would the original: handing it
-            # serialized bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a
-            # file 470 MB, plain onnxruntime 437 MB)
-            path = os.path.join(tmp, "model.onnx")
-            save_model(proto, path)
-            del proto
-            self._session = ort.InferenceSession(path, so, **options)
-        if faults:
-            raise faults[0].to_exception()
+        # the folder may hold the copy of the original file, under the original's name
+        names = {ext.value for t in proto.graph.initializer for ext in t.external_data if ext.key == "location"}
+        path = os.path.join(tmp, next(n for n in ("model.onnx", "model_lowered.onnx") if n not in names))
+        save_model(proto, path)
+        return path
 
     def _fault_slot(self) -> Any:
         """The kernel's per-thread fault slot (a no-op when no node runs in the kernel)."""
