@@ -252,12 +252,14 @@ def _input_feed(sess: InferenceSession, paths: Sequence[str]) -> dict[str, np.nd
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    model = _load(args.model)
     save = None
     if args.save:
         save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # np.savez appends it
         _check_output_path(save, False, None)
-    sess = InferenceSession(model)
+    try:
+        sess = InferenceSession(args.model)  # from the path: the session reads the file without its weights
+    except (FileNotFoundError, ModelLoadError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     feed = _input_feed(sess, args.inputs) if args.inputs else random_feed(sess, batch=args.batch, seed=args.seed)
     outputs = sess.run(None, feed)
     names = [o.name for o in sess.get_outputs()]
