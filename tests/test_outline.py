@@ -276,3 +276,21 @@ def test_no_file_is_left_behind(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "tmp") == []
     x = rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
     assert session.run(None, {"X": x})[0].shape == (1, 10)
+
+
+def test_an_invalid_node_in_a_file_raises_its_fault(tmp_path, monkeypatch):
+    """The node's fault, not a file error, while the copy is under way; nothing is left behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    model = single_node_model((1, 4096, 2, 2), InplaceABNAttrs(act="elu"))[0]
+    node = model.graph.node[0]
+    kept = [a for a in node.attribute if a.name != "act"]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute("act", "gelu")])
+    path = tmp_path / "bad_node.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(iabn_onnx.InplaceABNError, match="unknown act 'gelu'"):
+        iabn_onnx.InferenceSession(path)
+    assert os.listdir(tmp_path / "tmp") == []

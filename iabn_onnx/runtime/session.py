@@ -250,9 +250,12 @@ class InferenceSession:
             del model
             try:
                 path = self._lower(proto, sess_options, kernel_only, base_dir, tmp)
-            finally:
+            except BaseException:
                 if copy is not None:
-                    copy.finish()
+                    copy.join()  # the folder goes away with this error: let the copy end first
+                raise
+            if copy is not None:
+                copy.finish()
             del proto
             so = sess_options
             if self._kernel:
