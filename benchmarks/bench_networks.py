@@ -20,8 +20,9 @@ zero bias from an Expand node, which they do not fold); both get that export aft
 onnxscript's constant folding (no BatchNorm fusion), and the JSON records both counts.
 
 Also: what each tool left as BatchNormalization, every variant's max difference from
-torch eager, the fold time, and each variant's peak RSS and start-up (a fresh process per
-variant: imports, session, first batch-8 run). Writes JSON and a bar chart.
+torch eager, the fold time, and each variant's peak RSS and start-up (the median of three fresh
+processes per variant, variants alternating: imports, session, first batch-8 run). Writes JSON and
+a bar chart.
 
     python benchmarks/bench_networks.py [--networks resnet50 densenet121 ...] [--repeat 10]
 """
@@ -33,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -261,7 +263,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--networks", nargs="+", default=["resnet50", "tresnet_m", "densenet121", "wider_resnet20", "aspp_resnet50"]
     )
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--repeat", type=int, default=20, help="timed calls per variant (batch 8 uses half)")
+    ap.add_argument("--repeat", type=int, default=60, help="timed calls per variant (batch 8 uses half)")
+    ap.add_argument(
+        "--processes", type=int, default=3, help="fresh processes per variant for peak RSS and start-up (median)"
+    )
     ap.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS processes")
     ap.add_argument("--json", default=str(RESULTS / "networks.json"))
     ap.add_argument("--png", default=str(RESULTS / "networks.png"))
@@ -272,11 +277,21 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.networks:
             facts = export_all(name, workdir)
             runs = [time_network(name, workdir, b, max(3, args.repeat // (2 if b > 1 else 1))) for b in args.batches]
-            rss, startup = {}, {}
+            rss, startup, samples = {}, {}, {v: [] for v in VARIANTS}
             if not args.no_rss:
-                for v in VARIANTS:
-                    rss[v], startup[v] = fresh_process(name, workdir, v, max(args.batches))
-            results["networks"][name] = {**facts, "runs": runs, "peak_rss_mb": rss, "startup_s": startup}
+                for _ in range(args.processes):  # variants alternate, so drift hits them all alike
+                    for v in VARIANTS:
+                        samples[v].append(fresh_process(name, workdir, v, max(args.batches)))
+                for v, pairs in samples.items():
+                    rss[v] = statistics.median(p[0] for p in pairs)
+                    startup[v] = statistics.median(p[1] for p in pairs)
+            results["networks"][name] = {
+                **facts,
+                "runs": runs,
+                "peak_rss_mb": rss,
+                "startup_s": startup,
+                "fresh_processes": {v: [list(p) for p in pairs] for v, pairs in samples.items()},
+            }
             print(
                 f"\n{name}: {facts['inplace_abn_nodes']} InplaceABN nodes, fold {facts['fold_s'] * 1e3:.0f} ms, "
                 f"BatchNormalization left: {facts['batchnorm_nodes_left']}"
