@@ -9,8 +9,10 @@ A drop-in for ``onnxruntime.InferenceSession`` that
    instead of the process abort the Python-op bridge would give.
 
 The kernel machinery (onnxruntime-extensions, numba, and through the former torch when
-installed) is imported only when a node needs the kernel. The session holds no copy of
-the model once onnxruntime has it; a file with no InplaceABN node goes to onnxruntime as is.
+installed) is imported only when a node needs the kernel. Given a path, the session reads
+only the model's graph (``outline.py``) and onnxruntime reads the weights from a private copy
+of the file; the session holds no copy of the model once onnxruntime has it, and a file with
+no InplaceABN node goes to onnxruntime as is.
 """
 
 from __future__ import annotations
@@ -62,11 +64,7 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
     """A model file, read once, and whether it kept its tensors in external data."""
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-    path = Path(os.fspath(source))
-    if not path.is_file():
-        raise FileNotFoundError(f"no such model file: {path}")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"{path}: file is empty (0 bytes)")
+    path = _model_file(source)
     try:
         model = onnx.load(str(path), load_external_data=False)
         external = any(uses_external_data(t) for t in model.graph.initializer)
@@ -74,25 +72,33 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
             load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
-    if not model.graph.node and not model.graph.output:
-        raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
-    return model, external
+    return _with_graph(model, path), external
 
 
 def _read_outline(source: str | os.PathLike[str]) -> Outline:
     """The outline of a model file (``outline.py``), with the errors ``load_model_file`` gives."""
+    path = _model_file(source)
+    try:
+        outline = read_outline(path)
+    except Exception as exc:  # WireError, protobuf's DecodeError
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+    _with_graph(outline.model, path)
+    return outline
+
+
+def _model_file(source: str | os.PathLike[str]) -> Path:
     path = Path(os.fspath(source))
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: file is empty (0 bytes)")
-    try:
-        outline = read_outline(path)
-    except Exception as exc:  # WireError, protobuf's DecodeError
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
-    if not outline.model.graph.node and not outline.model.graph.output:
+    return path
+
+
+def _with_graph(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
-    return outline
+    return model
 
 
 class _FileCopy(threading.Thread):
