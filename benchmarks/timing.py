@@ -35,3 +35,15 @@ def repeats_for(fn: Callable[[], object], budget_s: float, lo: int = 5, hi: int 
     fn()
     one = max(time.perf_counter() - t0, 1e-6)
     return int(min(hi, max(lo, budget_s / one)))
+
+
+def compile_package() -> None:
+    """Write the package's bytecode, as ``pip install`` does for an installed package, so fresh
+    processes time importing it rather than compiling it: an editable install under
+    PYTHONDONTWRITEBYTECODE (set on this machine) would otherwise compile every module in every process."""
+    import compileall
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for folder in ("iabn_onnx", "custom_ops"):
+        compileall.compile_dir(root / folder, quiet=1)
