@@ -43,6 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+#: the environment fresh processes get: this one's before any import could change it (the benchmark
+#: tools and torch import libraries that set variables for their own process)
+CLEAN_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -215,8 +218,7 @@ def _side(name: str) -> int:
 def fresh_process(name: str, workdir: Path, variant: str, batch: int) -> tuple[float, float]:
     """Peak RSS (MB) and start-up plus first run (s) of one variant in a fresh process."""
     code = RSS_CHILD.format(variant=variant, path=_model_path(workdir, name, variant), batch=batch, side=_side(name))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=CLEAN_ENV)
     rss, startup = out.stdout.strip().splitlines()[-1].split()
     return float(rss), float(startup)
 
