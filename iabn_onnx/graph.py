@@ -58,6 +58,18 @@ def save_model(model: onnx.ModelProto, path: str, external: bool = False) -> boo
     return True
 
 
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """In place: remove main-graph initializers no node (of any subgraph either) reads, unless they are graph
+    inputs or outputs."""
+    graph = model.graph
+    used = {name for g in graphs(graph) for n in g.node for name in n.input}
+    used |= {o.name for o in graph.output} | {i.name for i in graph.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+
+
 def set_opset_import(model: onnx.ModelProto, domain: str, version: int) -> None:
     """In place: import ``domain`` at ``version`` (replacing another version of it)."""
     for imp in model.opset_import:

@@ -142,10 +142,13 @@ def test_fold_frozen_folds_only_frozen_nodes_after_a_producer(layout, training_m
     default = iabn_onnx.InferenceSession(model)
     kernel_only = iabn_onnx.InferenceSession(model, fold_frozen=False)
     assert [n.name for n in kernel_only.inplace_abn_nodes] == ["abn0", "abn1", "abn_fc"]
-    # NHWC nodes read a Transpose, not the Conv: they stay in the kernel; so does training mode
-    expected_kernel = ["abn0", "abn1"] if layout == "NHWC" else []
-    expected_kernel = ["abn0", "abn1", "abn_fc"] if training_mode else expected_kernel
+    # NHWC nodes read a Transpose, not the Conv: they become a per-channel Mul + Add (faster than the
+    # kernel, bench_routes); training-mode nodes stay in the kernel
+    expected_kernel = ["abn0", "abn1", "abn_fc"] if training_mode else []
     assert [n.name for n in default.inplace_abn_nodes] == expected_kernel
+    if layout == "NHWC" and not training_mode:
+        routes = {r.node: r.route for r in default.routes}
+        assert [routes["abn0"], routes["abn1"]] == ["per-channel Mul + Add"] * 2
     x = rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
     want = reference_evaluator(model).run(None, {"X": x})[0]
     assert_close(default.run(None, {"X": x})[0], want)

@@ -12,14 +12,12 @@ Preconditions (``check`` returns the reason when one fails):
 
 * training_mode=0: BatchNormalization's own training mode is rejected by inference builds;
 * data_layout NCHW: BatchNormalization's channel axis is 1;
-* X is float16 or float32: onnxruntime's CPU provider has no float64 LeakyRelu (opset >= 16)
-  or Elu kernel;
+* X is float16 or float32, or float64 with act=identity: onnxruntime's CPU provider has a float64
+  BatchNormalization but no float64 LeakyRelu (opset >= 16) or Elu kernel;
 * no constant scale is infinite: BatchNormalization gives NaN where the operator gives ±inf.
 
 The parameters may be initializers or graph inputs fed at run time, since BatchNormalization
-takes them as inputs. Why this form: for a frozen per-channel affine + LeakyRelu, onnxruntime's
-BatchNormalization beat Mul+Add (1.05-1.43x slower) and a depthwise 1x1 Conv (1.4-4.7x), and
-the Python-op kernel pays two tensor copies through the bridge (1.6-1.8x native).
+takes them as inputs. When a session uses this form rather than the kernel: ``route_choice.py``.
 """
 
 from __future__ import annotations
@@ -42,7 +40,8 @@ def check(attrs: InplaceABNAttrs, dtype: int | None, constant_scale: np.ndarray 
         return "training_mode=1 (batch statistics)"
     if attrs.data_layout is not Layout.NCHW:
         return "NHWC (BatchNormalization's channel axis is 1)"
-    if dtype not in DTYPES:
+    identity_f64 = dtype == TensorProto.DOUBLE and attrs.act is Activation.IDENTITY
+    if dtype not in DTYPES and not identity_f64:
         what = TensorProto.DataType.Name(dtype).lower() if dtype else "unknown"
         return f"X dtype {what} (onnxruntime has no float64 LeakyRelu/Elu)"
     if constant_scale is not None and not np.isfinite(constant_scale).all():

@@ -29,12 +29,13 @@ model is never mutated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import onnx
 from onnx import NodeProto, helper
 
-from ..graph import drop_opset_import, graphs, subgraphs
+from ..graph import drop_opset_import, drop_unused_initializers, graphs
 from ..op.function import remove_function_fallback
 from ..op.schema import DOMAIN, Activation, is_inplace_abn, node_display_name
 from ..op.validation import TensorInfo, check_opset, type_table
@@ -80,14 +81,19 @@ def fold_with_report(
     return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
 
-def fold_into_producers(model: onnx.ModelProto, types: dict[str, TensorInfo], base_dir: str = "") -> FoldReport:
+def fold_into_producers(
+    model: onnx.ModelProto,
+    types: dict[str, TensorInfo],
+    base_dir: str = "",
+    leave: Callable[[NodeProto], str | None] | None = None,
+) -> FoldReport:
     """The runtime's fold, in place: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
 
     ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session;
     the caller owns ``model`` (the session's own copy) and has validated its nodes. ``base_dir``
-    is where tensors kept as external data are.
+    is where tensors kept as external data are; ``leave(node)`` gives a reason to leave a node as it is.
     """
-    return _fold(model, types, into_producers_only=True, keep_invalid=True, in_place=True, base_dir=base_dir)[1]
+    return _fold(model, types, True, True, in_place=True, base_dir=base_dir, leave=leave)[1]
 
 
 def _fold(
@@ -97,6 +103,7 @@ def _fold(
     keep_invalid: bool,
     in_place: bool = False,
     base_dir: str = "",
+    leave: Callable[[NodeProto], str | None] | None = None,
 ) -> tuple[onnx.ModelProto, FoldReport]:
     if in_place:
         out = model
@@ -108,6 +115,10 @@ def _fold(
     g = GraphIndex(graph, types, base_dir)
     for node in list(graph.node):
         if not is_inplace_abn(node):
+            continue
+        why = leave(node) if leave is not None else None
+        if why is not None:
+            report.left.append((node_display_name(node), why))
             continue
         m = match_node(g, node, keep_invalid)
         if isinstance(m, str):
@@ -167,18 +178,8 @@ def plan_fold(model: onnx.ModelProto) -> list[str]:
 def _cleanup(model: onnx.ModelProto) -> None:
     """Drop dead initializers, stale value_info, and our opset import when unused."""
     graph = model.graph
-    used: set[str] = set()
-    for n in graph.node:
-        used.update(n.input)
-    for sg in subgraphs(graph):
-        for n in sg.node:
-            used.update(n.input)
-    used.update(o.name for o in graph.output)
+    drop_unused_initializers(model)
     graph_inputs = {i.name for i in graph.input}
-    keep = [i for i in graph.initializer if i.name in used or i.name in graph_inputs]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
     produced = {o for n in graph.node for o in n.output} | graph_inputs | {i.name for i in graph.initializer}
     vis = [v for v in graph.value_info if v.name in produced]
     del graph.value_info[:]

@@ -17,7 +17,9 @@ from ..op.validation import TensorInfo
 class GraphIndex:
     """Indexes over one graph for matching and rewriting."""
 
-    def __init__(self, graph: GraphProto, types: dict[str, TensorInfo], base_dir: str = "") -> None:
+    def __init__(
+        self, graph: GraphProto, types: dict[str, TensorInfo], base_dir: str = "", used: set[str] | None = None
+    ) -> None:
         self.graph = graph
         self.base_dir = base_dir  # where tensors kept as external data are (a session's outline)
         self.types = types  # dtype and shape of each value shape inference could type
@@ -38,6 +40,9 @@ class GraphIndex:
                     self.uses[i] += 1
         self.names = set(self.inits) | self.graph_inputs | set(self.producer) | set(self.uses)
         self.node_names = {n.name for n in graph.node}
+        if used is not None:  # the caller's names for the whole model (values and nodes), shared
+            used |= self.names | self.node_names
+            self.names = self.node_names = used
 
     def is_constant(self, name: str) -> bool:
         """An initializer that is not also a graph input (which a feed could override)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper
 
@@ -35,14 +36,25 @@ from iabn_onnx.custom_ops.names import (
     TRAINING_OP,
     encode_config,
 )
-from iabn_onnx.graph import drop_opset_import, fresh_name, graphs, set_opset_import
+from iabn_onnx.graph import drop_opset_import, drop_unused_initializers, fresh_name, graphs, set_opset_import
 from iabn_onnx.op.function import remove_function_fallback
-from iabn_onnx.op.schema import DOMAIN, ONNX_OPSET, InplaceABNAttrs, bound_outputs, is_inplace_abn, register_schema
+from iabn_onnx.op.schema import (
+    DOMAIN,
+    ONNX_OPSET,
+    Activation,
+    InplaceABNAttrs,
+    bound_outputs,
+    is_inplace_abn,
+    register_schema,
+)
 from iabn_onnx.op.validation import CheckedNode, TensorInfo, check_model_nodes, type_table
 
-from ..passes import batchnorm_form
+from ..passes import batchnorm_form, route_choice
+from ..passes.activation import activation_nodes
 from ..passes.fold import fold_into_producers
+from ..passes.fold_match import match_node
 from ..passes.graph_index import GraphIndex, sole_consumer_reason
+from ..passes.per_channel import per_channel_nodes
 
 LoweredNode = CheckedNode  # what the session reports per kernel node
 
@@ -102,12 +114,17 @@ def lower(
     if not kernel_only and onnxruntime_fuses_conv:
         routes += _conv_fed_to_batchnorm(model, checked, table, namer, base_dir)
     if not kernel_only:
-        report = fold_into_producers(model, table, base_dir)
+
+        def kernel_is_faster(node: NodeProto) -> str | None:
+            info = checked[node.output[0]]
+            return route_choice.choose(info.attrs, info.dtype)[1] if _kernel_wins(info) else None
+
+        report = fold_into_producers(model, table, base_dir, leave=kernel_is_faster)
         routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
         namer = _Namer(model)  # the fold added names of its own
     kernel_nodes: list[LoweredNode] = []
     for graph in graphs(model.graph):
-        index = GraphIndex(graph, table, base_dir)
+        index = GraphIndex(graph, table, base_dir, used=namer.used)
         new_nodes: list[NodeProto] = []
         for node in graph.node:
             if not is_inplace_abn(node):
@@ -116,11 +133,12 @@ def lower(
             info = checked[node.output[0]]
             reason = "kernel_only"
             if not kernel_only:
-                reason = batchnorm_form.check(info.attrs, info.dtype, index.constant(node.input[1]))
-                if reason is None:
-                    new_nodes.extend(batchnorm_form.rewrite(node, info.attrs, namer.fresh))
-                    routes.append(Route(info.name, batchnorm_form.ROUTE, "standard ops", tuple(node.input), info.attrs))
+                standard = _standard_form(node, info, index)
+                if not isinstance(standard, str):
+                    routes.append(standard[0])
+                    new_nodes.extend(standard[1])
                     continue
+                reason = standard
             routes.append(Route(info.name, KERNEL, reason))
             kernel_nodes.append(info)
             new_nodes.extend(_lower_node(node, info, namer))
@@ -130,6 +148,7 @@ def lower(
         set_opset_import(model, RUNTIME_DOMAIN, 1)
     if any(r.route == batchnorm_form.ROUTE for r in routes) and not _default_opset(model):
         set_opset_import(model, "", ONNX_OPSET)
+    drop_unused_initializers(model)  # the parameters of nodes now in a per-channel form or folded
     remove_function_fallback(model)  # no InplaceABN node is left to call it
     drop_opset_import(model, DOMAIN)
     return model, kernel_nodes, routes
@@ -156,6 +175,7 @@ def _conv_fed_to_batchnorm(
             or conv.domain not in ("", "ai.onnx")
             or sole_consumer_reason(g, node.input[0]) is not None
             or not all(g.is_constant(name) for name in node.input[1:])
+            or route_choice.choose(info.attrs, info.dtype)[0] != route_choice.BATCHNORM
             or batchnorm_form.check(info.attrs, info.dtype, g.constant(node.input[1]))
         ):
             new_nodes.append(node)
@@ -166,6 +186,32 @@ def _conv_fed_to_batchnorm(
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
     return routes
+
+
+def _kernel_wins(info: CheckedNode) -> bool:
+    return route_choice.choose(info.attrs, info.dtype)[0] is None
+
+
+def _standard_form(node: NodeProto, info: CheckedNode, g: GraphIndex) -> tuple[Route, list[NodeProto]] | str:
+    """The node in the standard ops ``route_choice`` picks for it, or why the kernel runs it."""
+    form, reason = route_choice.choose(info.attrs, info.dtype)
+    route = Route(info.name, form or KERNEL, "standard ops", tuple(node.input), info.attrs)
+    if form == route_choice.BATCHNORM:
+        why = batchnorm_form.check(info.attrs, info.dtype, g.constant(node.input[1]))
+        return why if why is not None else (route, batchnorm_form.rewrite(node, info.attrs, g.fresh))
+    if form == route_choice.PER_CHANNEL:
+        match = match_node(g, node, keep_invalid=True)
+        if isinstance(match, str):
+            return match
+        if not (np.isfinite(match.s).all() and np.isfinite(match.t).all()):
+            return "infinite scale (Mul + Add would give NaN, the operator ±inf)"
+        identity = info.attrs.act is Activation.IDENTITY
+        z = node.output[0] if identity else g.fresh(f"{match.name}__affine")
+        affine = per_channel_nodes(g, match, node.input[0], z, g.ranks.get(node.input[0]))
+        if isinstance(affine, str):
+            return affine
+        return route, affine + ([] if identity else activation_nodes(g, match, z, node.output[0]))
+    return reason
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

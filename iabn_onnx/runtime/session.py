@@ -288,6 +288,7 @@ class InferenceSession:
         onnxruntime reads the model from a file, as it would the original: handing it serialized
         bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a file 470 MB).
         """
+        declared = {i.name: tuple(i.dims) for i in proto.graph.initializer}  # before lowering drops some
         level = (sess_options or ort.SessionOptions()).graph_optimization_level
         fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
         proto, self.inplace_abn_nodes, self.routes = lower(
@@ -299,7 +300,7 @@ class InferenceSession:
         self._fed_routes = [r for r in self.routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
         self._standard_routes = {r.node for r in self.routes if r.attrs is not None}
         wanted = {name for r in self._fed_routes for name in r.inputs}
-        self._static_shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer if i.name in wanted}
+        self._static_shapes = {name: declared[name] for name in wanted if name in declared}
         # the folder may hold the copy of the original file, under the original's name
         names = {ext.value for t in proto.graph.initializer for ext in t.external_data if ext.key == "location"}
         path = os.path.join(tmp, next(n for n in ("model.onnx", "model_lowered.onnx") if n not in names))
