@@ -141,6 +141,33 @@ def kernel_table(data: dict) -> list[str]:
     return lines
 
 
+def routes_table(data: dict) -> list[str]:
+    """Per layout, dtype and activation: each standard form's time as a multiple of the kernel's, over the
+    measured shapes, its largest error against the float64 reference, and the route a session takes."""
+    from iabn_onnx.op.schema import Activation, InplaceABNAttrs, Layout
+    from iabn_onnx.passes import route_choice
+
+    elem = {"float16": 10, "float32": 1, "float64": 11}  # TensorProto element types
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for row in data["rows"]:
+        groups.setdefault((row["layout"], row["dtype"], row["act"]), []).append(row)
+    lines = [
+        "| layout | dtype | act | Mul + Add | BatchNormalization | error: Mul + Add / kernel | session's route |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (layout, dtype, act), rows in groups.items():
+        cells = []
+        for variant in ("mul_add", "batchnorm"):
+            ratios = [r["ratio_to_kernel"][variant] for r in rows if variant in r["ratio_to_kernel"]]
+            cells.append(_span(ratios) + "×" if ratios else "n/a")
+        errors = [max(r["max_abs_error"].get(v, float("nan")) for r in rows) for v in ("mul_add", "kernel")]
+        attrs = InplaceABNAttrs(act=Activation(act), data_layout=Layout(layout))
+        form = route_choice.choose(attrs, elem[dtype])[0] or "kernel"
+        error = f"{errors[0]:.1e} / {errors[1]:.1e}"
+        lines.append(f"| {layout} | {dtype} | {act} | {cells[0]} | {cells[1]} | {error} | {form} |")
+    return lines
+
+
 def fold_lines(data: dict) -> list[str]:
     lines = [
         f"Fold of a {data['layers']}-layer chain ({data['model_mb']:.1f} MB): {data['folded']} folded, "
@@ -190,6 +217,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "single-node": ("single_node.json", single_node_table),
     "single-node-summary": ("single_node.json", single_node_summary),
     "kernel": ("kernel.json", kernel_table),
+    "routes": ("routes.json", routes_table),
     "session-churn": ("session_churn.json", churn_lines),
     "startup": ("startup.json", startup_lines),
     "test-suite": ("test_suite.json", suite_lines),

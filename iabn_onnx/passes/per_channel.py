@@ -4,8 +4,10 @@ before:  X -> InplaceABN(scale, B, mean, var) -> Y
 after:   X -> Mul(s) -> Add(t) -> [act] -> Y
 
 Formula: s, t from ``fold_match`` (float64, cast to the node's dtype), shaped [C, 1, ...] (NCHW,
-broadcast over the spatial axes) or [C] (NHWC). Used for NHWC and float64 nodes; NCHW
-float16/float32 nodes take ``batchnorm_form`` instead, which onnxruntime runs faster.
+broadcast over the spatial axes) or [C] (NHWC). ``fold`` uses it for NHWC and float64 nodes (NCHW
+float16/float32 nodes take ``batchnorm_form``, which onnxruntime runs faster); sessions for the NHWC
+nodes ``route_choice`` gives to it, which need finite factors and shifts (an infinite scale would make
+every output of its channel NaN, where the operator gives ±inf).
 
 Precondition (the reason otherwise): for NCHW, the rank of X is known.
 """
