@@ -1,7 +1,8 @@
 """Sessions created, run and dropped in a loop: resident memory after 500, 1000, 2000 and 3000.
 
-Two models in one fresh process each: a training-mode node (the kernel route: the kernel library is
-registered on session options) and a frozen node (the BatchNormalization route: plain onnxruntime).
+Three cases, each in one fresh process: a training-mode node (the kernel route: the kernel library is
+registered on session options), a frozen node (the BatchNormalization route: plain onnxruntime), and the
+frozen node's model read from a file (the outline, a private copy of the file, a copying thread).
 
     python benchmarks/bench_session_churn.py [--sessions 3000] [--json benchmarks/results/session_churn.json]
 """
@@ -27,6 +28,11 @@ def rss_mb():
 
 attrs = InplaceABNAttrs(act="leaky_relu", act_alpha=0.1, training_mode={training})
 data = single_node_model((2, 3, 4, 4), attrs)[0].SerializeToString()
+if {from_file}:  # the session reads the file's outline and gives onnxruntime a private copy
+    import tempfile
+    path = tempfile.mkdtemp() + "/model.onnx"
+    open(path, "wb").write(data)
+    data = path
 x = np.ones((2, 3, 4, 4), np.float32)
 marks = {{}}
 for i in range({sessions}):
@@ -40,9 +46,9 @@ print(json.dumps(marks))
 """
 
 
-def churn(training: int, sessions: int) -> dict[str, float]:
+def churn(training: int, sessions: int, from_file: bool = False) -> dict[str, float]:
     marks = sorted({min(500, sessions), min(1000, sessions), min(2000, sessions), sessions})
-    code = CHILD.format(root=str(ROOT), training=training, sessions=sessions, marks=marks)
+    code = CHILD.format(root=str(ROOT), training=training, sessions=sessions, marks=marks, from_file=from_file)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -53,8 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "session_churn.json"))
     args = ap.parse_args(argv)
     results = {"sessions": args.sessions, "routes": {}}
-    for route, training in (("kernel", 1), ("BatchNormalization", 0)):
-        marks = churn(training, args.sessions)
+    for route, training, from_file in (
+        ("kernel", 1, False),
+        ("BatchNormalization", 0, False),
+        ("BatchNormalization, model from a file", 0, True),
+    ):
+        marks = churn(training, args.sessions, from_file)
         first, last = marks[min(marks, key=int)], marks[max(marks, key=int)]
         results["routes"][route] = {"rss_mb": marks, "growth_after_first_mb": last - first}
         print(f"{route:20s} RSS {marks} MB; growth after the first mark {last - first:.2f} MB")

@@ -205,10 +205,13 @@ def test_session_from_a_path_matches_the_reference(tmp_path, case, level):
     assert [str(r) for r in session.routes] == [str(r) for r in iabn_onnx.InferenceSession(model, so).routes]
 
 
-def test_a_model_file_named_like_the_lowered_model(tmp_path):
-    """The session's folder holds the copy under the original's name, beside the lowered model."""
-    model = conv_net_model(channels=16)
-    path = tmp_path / "model.onnx"
+@pytest.mark.parametrize("name", ["model.onnx", "model_lowered.onnx", "net.onnx"])
+@pytest.mark.parametrize("channels", [2, 16], ids=["all-tensors-small", "big-tensors"])
+def test_a_model_file_named_like_the_lowered_model(tmp_path, name, channels):
+    """The session's folder holds the copy under the original's name, beside the lowered model (with only
+    small tensors there is no copy: the outline is the whole model)."""
+    model = conv_net_model(channels=channels)
+    path = tmp_path / name
     path.write_bytes(model.SerializeToString())
     x = rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
     got = iabn_onnx.InferenceSession(path).run(None, {"X": x})[0]

@@ -101,6 +101,10 @@ def _with_graph(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     return model
 
 
+def _points_into_file(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
 class _FileCopy(threading.Thread):
     """Copies a file on a thread of its own (the kernel does the copying, without the GIL); ``finish``
     waits for it and checks that the source did not change meanwhile."""
@@ -245,6 +249,8 @@ class InferenceSession:
                     return
                 if outline.own_external_data:
                     proto, base_dir = load_model_file(source)[0], ""
+                elif not _points_into_file(outline.model):
+                    proto, base_dir = outline.model, ""  # every tensor is small: the outline is the whole model
                 else:
                     # The outline's big tensors point into the file. onnxruntime memory-maps the weights
                     # it reads that way, so it gets a private copy, made while the model is lowered: a
@@ -255,7 +261,7 @@ class InferenceSession:
                 proto, base_dir = load_model(model), ""  # the session's own copy, rewritten in place
             del model
             try:
-                path = self._lower(proto, sess_options, kernel_only, base_dir, tmp)
+                path = self._lower(proto, sess_options, kernel_only, base_dir, tmp, copy.target if copy else None)
             except BaseException:
                 if copy is not None:
                     copy.join()  # the folder goes away with this error: let the copy end first
@@ -282,6 +288,7 @@ class InferenceSession:
         kernel_only: bool,
         base_dir: str,
         tmp: str,
+        taken: str | None,
     ) -> str:
         """Route and lower ``proto`` (changed in place), write it to ``tmp``; return the file for onnxruntime.
 
@@ -301,9 +308,8 @@ class InferenceSession:
         self._standard_routes = {r.node for r in self.routes if r.attrs is not None}
         wanted = {name for r in self._fed_routes for name in r.inputs}
         self._static_shapes = {name: declared[name] for name in wanted if name in declared}
-        # the folder may hold the copy of the original file, under the original's name
-        names = {ext.value for t in proto.graph.initializer for ext in t.external_data if ext.key == "location"}
-        path = os.path.join(tmp, next(n for n in ("model.onnx", "model_lowered.onnx") if n not in names))
+        # ``taken``: the copy of the original file, under the original's name, in the same folder
+        path = next(p for p in (os.path.join(tmp, n) for n in ("model.onnx", "model_lowered.onnx")) if p != taken)
         save_model(proto, path)
         return path
 
