@@ -156,10 +156,14 @@ def measure(shape: tuple[int, ...], layout: str, dtype: type, act: str, budget: 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=0.4, help="seconds of calls per variant and case")
+    ap.add_argument(
+        "--shapes", nargs="+", default=[",".join(map(str, s)) for s in SHAPES_NCHW], help="NCHW shapes, as 8,64,28,28"
+    )
     ap.add_argument("--json", default=str(RESULTS / "routes.json"))
     args = ap.parse_args(argv)
+    shapes = [tuple(int(d) for d in text.split(",")) for text in args.shapes]
     cases = itertools.product(
-        SHAPES_NCHW, ["NCHW", "NHWC"], [np.float32, np.float16, np.float64], ["identity", "leaky_relu", "elu"]
+        shapes, ["NCHW", "NHWC"], [np.float32, np.float16, np.float64], ["identity", "leaky_relu", "elu"]
     )
     rows = []
     for shape, layout, dtype, act in cases:

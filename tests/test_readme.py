@@ -38,6 +38,7 @@ SHRINK = {
     "benchmarks/bench_single_node.py": "--shapes 1,64,7,7 --budget 0.01 --json s.json --png s.png",
     "benchmarks/bench_networks.py": "--networks resnet50 --batches 1 --repeat 1 --no-rss --json n.json --png n.png",
     "benchmarks/bench_kernel.py": "--repeat 5 --json k.json",
+    "benchmarks/bench_routes.py": "--shapes 1,8,4,4 --budget 0.01 --json r.json",
     "benchmarks/bench_fold.py": "--layers 20 --repeat 1 --json f.json",
     "benchmarks/bench_session_churn.py": "--sessions 20 --json c.json",
     "benchmarks/bench_startup.py": "--repeat 1 --json st.json",
@@ -89,6 +90,9 @@ def test_python_snippet(snippet, tmp_path):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_bash_command(command, tmp_path):
     args = shlex.split(command)
+    if args[0] == "python" and len(args) > 1 and args[1].startswith("benchmarks/"):
+        # without a shrink entry, a benchmark would write its full results over the repository's
+        assert args[1] in SHRINK, f"{args[1]}: add its quick flags to SHRINK"
     if args[0] == "python" and len(args) > 1 and args[1] in SHRINK:
         args = [sys.executable, *args[1:], *shlex.split(SHRINK[args[1]])]
     elif args[0] == "python":
