@@ -3,19 +3,21 @@
 ``benchmarks/bench_routes.py`` times, for every layout, dtype and activation, the fused kernel (the
 Python-op bridge copies X in and Y out) against BatchNormalization [+ activation] and a per-channel
 Mul + Add [+ activation] on plain onnxruntime, at four shapes ([1,64,56,56] to [32,256,14,14]).
-Medians relative to the kernel (``benchmarks/results/routes.json``, rendered in the README):
+Their medians relative to the kernel are in ``benchmarks/results/routes.json`` (rendered in the README's
+"Route choice"); the choice they gave:
 
-| layout | dtype   | identity       | leaky_relu     | elu            |
-|--------|---------|----------------|----------------|----------------|
-| NCHW   | float32 | BN 0.20-0.32   | BN 0.53-0.61   | BN 0.40-0.50   |
-| NCHW   | float16 | BN 0.33-0.48   | kernel (BN 3.3-4.4) | BN 0.44-0.70 |
-| NCHW   | float64 | BN 0.29-0.34   | kernel (1.0-2.3) | kernel (0.9-1.5) |
-| NHWC   | float32 | Mul+Add 0.33-0.51 | Mul+Add 0.56-0.84 | Mul+Add 0.26-0.90 |
-| NHWC   | float16 | kernel (Mul+Add 0.34-0.47, inexact) | kernel (5.5-6.7) | kernel (0.24-0.62, inexact) |
-| NHWC   | float64 | Mul+Add 0.30-0.40 | kernel (1.0-2.0) | Mul+Add 0.70-1.08 |
+| layout | dtype   | identity           | leaky_relu         | elu                |
+|--------|---------|--------------------|--------------------|--------------------|
+| NCHW   | float32 | BatchNormalization | BatchNormalization | BatchNormalization |
+| NCHW   | float16 | BatchNormalization | kernel             | BatchNormalization |
+| NCHW   | float64 | BatchNormalization | kernel             | kernel             |
+| NHWC   | float32 | Mul + Add          | Mul + Add          | Mul + Add          |
+| NHWC   | float16 | kernel (exactness) | kernel             | kernel (exactness) |
+| NHWC   | float64 | Mul + Add          | kernel             | Mul + Add          |
 
 onnxruntime's CPU LeakyRelu in float16 is several times slower than the whole kernel, and float64 has
-no LeakyRelu/Elu kernel (its expansion into Min/Mul/Relu/Add costs four passes). A node whose cell says
+no LeakyRelu/Elu kernel (its expansion into Min/Mul/Relu/Add costs four passes and loses to the kernel
+at the larger sizes; NHWC elu, where it wins at most sizes, is the exception). A node whose cell says
 kernel goes to the kernel even after a Conv: folding its affine map into the Conv would leave the slow
 activation. BatchNormalization's channel axis is 1, so NHWC nodes use Mul + Add (Transposes around
 BatchNormalization lost everywhere); in float16 that form rounds X·factor before the shift is added, an
@@ -36,7 +38,7 @@ PER_CHANNEL = "per-channel Mul + Add"
 _F16, _F32, _F64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE
 _NCHW, _NHWC = Layout.NCHW, Layout.NHWC
 _SLOW_F16_LEAKY = "onnxruntime's float16 LeakyRelu is slower than the kernel (bench_routes)"
-_SLOW_F64 = "onnxruntime has no float64 {}; its expansion is slower than the kernel (bench_routes)"
+_SLOW_F64 = "onnxruntime has no float64 {}; its expansion loses to the kernel at the larger sizes (bench_routes)"
 _INEXACT_F16 = "Mul + Add in float16 rounds X·factor before adding the shift (not exact to float16)"
 #: (layout, dtype, act) -> why the kernel runs such a node; other frozen nodes of these dtypes take a standard form
 KERNEL_CELLS: dict[tuple[Layout, int, Activation], str] = {
