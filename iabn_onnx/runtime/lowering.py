@@ -4,13 +4,16 @@ One pass of each stage, on the session's own copy of the model (changed in place
 
 1. validate every node once (``check_model_nodes``: attributes, arity, dtype, rank, parameter
    lengths, opset; a fault raises ``InplaceABNError`` naming the node);
-2. route frozen nodes that follow a Conv to BatchNormalization, which onnxruntime's
+2. ask ``passes.route_choice`` (a table measured by ``benchmarks/bench_routes.py``) whether a
+   standard form beats the kernel for each frozen node's layout, dtype and activation; for those
+   it does, route the nodes that follow a Conv to BatchNormalization, which onnxruntime's
    Conv+BatchNormalization fusion folds into the Conv at load (when the session's graph
    optimizations are on), and fold those after a ConvTranspose/Gemm/MatMul (or any
    producer, with optimizations off) into that layer here (``passes.fold``);
-3. route other frozen nodes to BatchNormalization + activation (``passes.batchnorm_form``:
-   NCHW float16/float32, statistics constant or fed at run time);
-4. lower what is left (training mode, NHWC, float64) to the registered kernel ops:
+3. route the other such nodes to the form the table names: BatchNormalization + activation
+   (``passes.batchnorm_form``; NCHW, statistics constant or fed at run time) or a per-channel
+   Mul + Add + activation (``passes.per_channel``; NHWC, constant statistics);
+4. lower what is left (training mode, and the cells where the kernel wins) to the registered kernel ops:
 
    X, scale, B, mean, var -> InplaceABNInference|InplaceABNTraining[ai.iabn.runtime](config=JSON) -> ...
 
@@ -64,7 +67,8 @@ PRODUCER_FOLD = "producer fold"
 
 @dataclass(frozen=True)
 class Route:
-    """Where one InplaceABN node went: ``route`` is "producer fold", "BatchNormalization" or "kernel"."""
+    """Where one InplaceABN node went: ``route`` is "producer fold", "BatchNormalization",
+    "per-channel Mul + Add" or "kernel"."""
 
     node: str
     route: str

@@ -207,12 +207,14 @@ class InferenceSession:
     ``model`` is a path, serialized bytes, or an ``onnx.ModelProto`` (not
     modified). Other arguments are passed to onnxruntime.
 
-    Each node takes the fastest route exact for it: frozen nodes (training_mode=0)
-    right after a Conv become BatchNormalization, which onnxruntime folds into the Conv
-    at load; those after a ConvTranspose, Gemm or MatMul fold into that layer here;
-    other frozen NCHW float16/float32 nodes become BatchNormalization + activation
-    (their statistics may be fed at run time); the rest (training mode, NHWC, float64)
-    run in the fused kernel.
+    Each node takes the fastest route exact for it (``passes/route_choice.py``, measured):
+    frozen nodes (training_mode=0) right after a Conv become BatchNormalization, which
+    onnxruntime folds into the Conv at load; those after a ConvTranspose, Gemm or MatMul
+    fold into that layer here; other frozen NCHW nodes become BatchNormalization +
+    activation (their statistics may be fed at run time) and NHWC ones a per-channel
+    Mul + Add + activation; training-mode nodes, and the kinds where the kernel is
+    faster or the only exact form (float16 leaky_relu, NHWC float16, float64
+    leaky_relu), run in the fused kernel.
     ``routes`` says where each node went and why; ``inplace_abn_nodes`` lists the
     nodes the kernel runs. ``kernel_only=True`` (or the older ``fold_frozen=False``)
     runs every node in the kernel, for validation and tests.
