@@ -30,6 +30,17 @@ def graphs(graph: GraphProto) -> Iterator[GraphProto]:
     yield from subgraphs(graph)
 
 
+def tensors(graph: GraphProto) -> Iterator[TensorProto]:
+    """The initializers and node-attribute tensors of graph and of every subgraph in it."""
+    for g in graphs(graph):
+        yield from g.initializer
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+
+
 #: serialized models above this size are written with external data (protobuf cannot hold more
 #: than 2 GiB in one message; this leaves room for everything but the tensors)
 INLINE_LIMIT = 1 << 30

@@ -296,3 +296,32 @@ def test_an_invalid_node_in_a_file_raises_its_fault(tmp_path, monkeypatch):
     with pytest.raises(iabn_onnx.InplaceABNError, match="unknown act 'gelu'"):
         iabn_onnx.InferenceSession(path)
     assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_node_attribute_kept_in_an_external_file(tmp_path):
+    """A Constant whose tensor lives in a file of the model's own: the outline says so, and the session
+    reads the model whole (its external data relative to the model's folder)."""
+    from onnx.external_data_helper import set_external_data
+
+    model = conv_net_model(channels=16)
+    weight = next(t for t in model.graph.initializer if t.name == "conv1.weight")
+    (tmp_path / "w.bin").write_bytes(weight.raw_data)
+    constant = helper.make_node("Constant", [], ["conv1.weight"], value=weight)
+    value = constant.attribute[0].t
+    set_external_data(value, "w.bin", 0, len(weight.raw_data))
+    value.ClearField("raw_data")
+    value.data_location = TensorProto.EXTERNAL
+    kept = [t for t in model.graph.initializer if t.name != "conv1.weight"]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    model.graph.node.insert(0, constant)
+    path = tmp_path / "net.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert read_outline(path).own_external_data
+    x = rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    got = iabn_onnx.InferenceSession(path).run(None, {"X": x})[0]
+    reference = onnx.load(str(path))  # the reference evaluator needs the data inline
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(reference, str(tmp_path))
+    assert_close(got, _reference_eval_with_iabn(reference, {"X": x})[0], np.float32)

@@ -32,7 +32,7 @@ import onnxruntime as ort
 
 from iabn_onnx.op.schema import DOMAIN, InplaceABNError, shape_faults
 
-from ..graph import graphs, save_model
+from ..graph import graphs, save_model, tensors
 from .lowering import LoweredNode, Route, lower
 from .outline import Outline, read_outline
 
@@ -67,7 +67,7 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
     path = _model_file(source)
     try:
         model = onnx.load(str(path), load_external_data=False)
-        external = any(uses_external_data(t) for t in model.graph.initializer)
+        external = any(uses_external_data(t) for t in tensors(model.graph))
         if external:
             load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
