@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 import iabn_onnx
@@ -142,6 +143,7 @@ def test_every_prefix_parses_as_protobuf_parses_it(tmp_path):
             got = _inlined(read_outline(path).model, str(tmp_path))
         except Exception as exc:
             assert expected is None, f"cut {cut}: protobuf parses it, the outline raised {exc!r}"
+            assert isinstance(exc, (WireError, DecodeError)), f"cut {cut}: {exc!r}"  # the fault, not a side effect
             continue
         assert expected is not None, f"cut {cut}: protobuf rejects it, the outline parsed it"
         assert got == expected, f"cut {cut}"

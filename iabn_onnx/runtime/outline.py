@@ -64,12 +64,10 @@ def read_outline(path: str | os.PathLike[str], location: str | None = None) -> O
             return Outline(onnx.ModelProto(), False)
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        view = memoryview(mapped)
-        try:
-            walker = _Walker(view, location)
-            data = walker.model()
-        finally:
-            view.release()
+        # slices of an mmap are bytes, not views of it: an error mid-walk leaves nothing that
+        # keeps the mapping from closing
+        walker = _Walker(mapped, location)
+        data = walker.model()
     finally:
         mapped.close()
     model = onnx.load_model_from_string(data)
@@ -86,13 +84,13 @@ def _nested_external_data(model: onnx.ModelProto) -> bool:
 
 
 class _Walker:
-    def __init__(self, buf: memoryview, location: str) -> None:
+    def __init__(self, buf: mmap.mmap, location: str) -> None:
         self.buf = buf
         self.location = location.encode()
         self.own_external_data = False
 
     def model(self) -> bytes:
-        parts: list[bytes | memoryview] = []
+        parts: list[bytes] = []
         for number, wire, start, body, end in self._fields(0, len(self.buf)):
             if number == _MODEL_GRAPH and wire == _BYTES:
                 parts.append(_length_delimited(_MODEL_GRAPH, self._graph(body, end)))
@@ -101,7 +99,7 @@ class _Walker:
         return b"".join(parts)
 
     def _graph(self, start: int, stop: int) -> bytes:
-        parts: list[bytes | memoryview] = []
+        parts: list[bytes] = []
         for number, wire, field_start, body, end in self._fields(start, stop):
             tensor = self._tensor(body, end) if number == _GRAPH_INITIALIZER and wire == _BYTES else None
             if tensor is None:
@@ -121,7 +119,7 @@ class _Walker:
                 raw = (body, end)  # protobuf: the last occurrence wins
         if raw is None or raw[1] - raw[0] <= MIN_EXTERNAL_BYTES:
             return None
-        parts: list[bytes | memoryview] = [
+        parts: list[bytes] = [
             self.buf[field_start:end]
             for number, _, field_start, _, end in self._fields(start, stop)
             if number != _TENSOR_RAW_DATA
@@ -158,7 +156,7 @@ class _Walker:
             yield number, wire, start, body, pos
 
 
-def _read_varint(buf: memoryview, pos: int, stop: int) -> tuple[int, int]:
+def _read_varint(buf: mmap.mmap, pos: int, stop: int) -> tuple[int, int]:
     value = shift = 0
     for _ in range(10):
         if pos >= stop:
