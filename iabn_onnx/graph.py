@@ -30,15 +30,20 @@ def graphs(graph: GraphProto) -> Iterator[GraphProto]:
     yield from subgraphs(graph)
 
 
+def attribute_tensors(graph: GraphProto) -> Iterator[TensorProto]:
+    """The tensors in the attributes of graph's own nodes (a Constant's value, say); not of subgraphs."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+
+
 def tensors(graph: GraphProto) -> Iterator[TensorProto]:
     """The initializers and node-attribute tensors of graph and of every subgraph in it."""
     for g in graphs(graph):
         yield from g.initializer
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
-                yield from attr.tensors
+        yield from attribute_tensors(g)
 
 
 #: serialized models above this size are written with external data (protobuf cannot hold more

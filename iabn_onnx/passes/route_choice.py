@@ -31,8 +31,9 @@ from __future__ import annotations
 from onnx import TensorProto
 
 from ..op.schema import Activation, InplaceABNAttrs, Layout
+from . import batchnorm_form
 
-BATCHNORM = "BatchNormalization"
+BATCHNORM = batchnorm_form.ROUTE
 PER_CHANNEL = "per-channel Mul + Add"
 
 _F16, _F32, _F64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE

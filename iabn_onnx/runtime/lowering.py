@@ -121,7 +121,8 @@ def lower(
 
         def kernel_is_faster(node: NodeProto) -> str | None:
             info = checked[node.output[0]]
-            return route_choice.choose(info.attrs, info.dtype)[1] if _kernel_wins(info) else None
+            form, why = route_choice.choose(info.attrs, info.dtype)
+            return why if form is None else None
 
         report = fold_into_producers(model, table, base_dir, leave=kernel_is_faster)
         routes += [Route(name, PRODUCER_FOLD, how) for name, how in report.folded]
@@ -190,10 +191,6 @@ def _conv_fed_to_batchnorm(
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
     return routes
-
-
-def _kernel_wins(info: CheckedNode) -> bool:
-    return route_choice.choose(info.attrs, info.dtype)[0] is None
 
 
 def _standard_form(node: NodeProto, info: CheckedNode, g: GraphIndex) -> tuple[Route, list[NodeProto]] | str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
-from ..graph import subgraphs, tensors
+from ..graph import attribute_tensors, subgraphs
 
 #: tensors with more raw bytes than this stay in the file; the smaller ones (shapes, axes,
 #: per-channel parameters of narrow layers) are copied, as shape inference may read them
@@ -77,9 +77,9 @@ def read_outline(path: str | os.PathLike[str], location: str | None = None) -> O
 def _nested_external_data(model: onnx.ModelProto) -> bool:
     """Whether a tensor the walk copied as it is (in a subgraph or a node attribute) lives in an external file."""
     main = model.graph  # its initializers are the walk's own
-    copied = [t for n in main.node for a in n.attribute for t in ([a.t] if a.HasField("t") else [])]
-    copied += [t for n in main.node for a in n.attribute for t in a.tensors]
-    copied += [t for g in subgraphs(main) for t in tensors(g)]
+    copied = [*attribute_tensors(main)]
+    for g in subgraphs(main):
+        copied += [*g.initializer, *attribute_tensors(g)]
     return any(t.data_location == TensorProto.EXTERNAL for t in copied)
 
 
