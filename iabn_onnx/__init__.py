@@ -15,11 +15,13 @@ from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceA
 if TYPE_CHECKING:
     from . import fluid
     from .exporters.torch_export import export_torch
+    from .exporters.torch_replace import replace_with_batchnorm
     from .op.function import add_function_fallback
     from .op.reference import inplace_abn_reference
     from .passes.convert import convert
     from .passes.fold import fold
     from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
+    from .torch_fallback import install_torch_fallback, uninstall_torch_fallback
 
 register_schema()
 
@@ -36,8 +38,22 @@ _LAZY = {
     "convert": ".passes.convert",
     "fold": ".passes.fold",
     "export_torch": ".exporters.torch_export",
+    "replace_with_batchnorm": ".exporters.torch_replace",
+    "install_torch_fallback": ".torch_fallback",
+    "uninstall_torch_fallback": ".torch_fallback",
 }
-_SUBPACKAGES = {"cli", "custom_ops", "examples", "exporters", "fluid", "graph", "op", "passes", "runtime"}
+_SUBPACKAGES = {
+    "cli",
+    "custom_ops",
+    "examples",
+    "exporters",
+    "fluid",
+    "graph",
+    "op",
+    "passes",
+    "runtime",
+    "torch_fallback",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,8 +85,11 @@ __all__ = [
     "fluid",
     "fold",
     "inplace_abn_reference",
+    "install_torch_fallback",
     "load_model",
     "make_node",
     "register_schema",
+    "replace_with_batchnorm",
     "session_options",
+    "uninstall_torch_fallback",
 ]

@@ -1,0 +1,1 @@
+// stand-in for the published source file of the same name (see ../../README.md)
