@@ -1,8 +1,9 @@
 """iabn-onnx: In-Place Activated BatchNorm (InplaceABN) for ONNX and onnxruntime.
 
-Importing the package registers the operator's schema with onnx and loads nothing else:
-each name below loads its module on first use (PEP 562), so a serving process that only
-creates sessions never imports the exporters or the fluid layer API.
+Importing the package loads nothing heavy: the operator's schema is registered with onnx as
+soon as onnx is imported (right away if it already is), and each name below loads its module
+on first use (PEP 562), so a serving process that only creates sessions never imports the
+exporters or the fluid layer API, and ``iabn-onnx --help`` never imports onnx.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .op.schema import DOMAIN, OP_TYPE, OPSET_VERSION, InplaceABNAttrs, InplaceABNError, make_node, register_schema
+from ._after_import import after_import
+from .op.names import DOMAIN, OP_TYPE, OPSET_VERSION
 
 if TYPE_CHECKING:
     from . import fluid
@@ -18,17 +20,28 @@ if TYPE_CHECKING:
     from .exporters.torch_replace import replace_with_batchnorm
     from .op.function import add_function_fallback
     from .op.reference import inplace_abn_reference
+    from .op.schema import InplaceABNAttrs, InplaceABNError, make_node, register_schema
     from .passes.convert import convert
     from .passes.fold import fold
     from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
     from .torch_fallback import install_torch_fallback, uninstall_torch_fallback
 
-register_schema()
+
+
+def _register_schema() -> None:
+    importlib.import_module(".op.schema", __name__).register_schema()
+
+
+after_import("onnx", _register_schema)
 
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _LAZY = {
+    "InplaceABNAttrs": ".op.schema",
+    "InplaceABNError": ".op.schema",
+    "make_node": ".op.schema",
+    "register_schema": ".op.schema",
     "InferenceSession": ".runtime.session",
     "ModelLoadError": ".runtime.session",
     "load_model": ".runtime.session",

@@ -1,34 +1,23 @@
-"""The ``iabn-onnx`` command line.
+"""The ``iabn-onnx`` command line: the argument parser and the one error path.
 
 Exit codes: 0 success; 1 the model was rejected (an invalid InplaceABN node, a
-failed ``--verify``, a model onnxruntime cannot run); 2 usage, file or input errors
-(bad arguments, a missing or unreadable file, an unwritable output, inputs that do
-not fit the model). Every failure is one line on stderr; nothing is written on failure.
+failed ``--verify``, a model onnxruntime cannot run, an export whose output differs
+from the model's); 2 usage, file or input errors (bad arguments, a missing or
+unreadable file, an unwritable output, inputs that do not fit the model, model code
+that cannot be imported, a checkpoint that does not load). Every failure is one line
+on stderr; nothing is written on failure.
 
-One module for all six subcommands, so that they share one error path (``main``), one
-loader and one atomic writer; each ``cmd_*`` function is short.
+This module imports only the standard library: the subcommands live in
+``cli_commands.py``, imported when one runs, so ``--help`` and ``--version`` are fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import statistics
 import sys
-import tempfile
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import NoReturn
-
-import numpy as np
-import onnx
-
-from .graph import save_model
-from .op.schema import InplaceABNAttrs, InplaceABNError, is_inplace_abn
-from .runtime.session import InferenceSession, ModelLoadError, load_model_file
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -39,369 +28,40 @@ class CliError(Exception):
         self.code = code
 
 
-def _progress(message: str) -> None:
-    """Phase lines for the long commands, on stderr and only to a terminal: stdout carries the
-    report, and a failure is then exactly one stderr line wherever stderr is captured."""
-    if sys.stderr.isatty():
-        print(f"iabn-onnx: {message}", file=sys.stderr, flush=True)
+def versions() -> str:
+    """iabn-onnx's version and those of what it runs on, read from the installed metadata."""
+    from importlib import metadata
 
+    from . import __version__
 
-def _load(path: str) -> onnx.ModelProto:
-    return _load_file(path)[0]
-
-
-def _load_file(path: str) -> tuple[onnx.ModelProto, bool]:
-    """The model and whether its tensors were in external data (the file is read once)."""
-    try:
-        return load_model_file(path)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    except ModelLoadError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-
-
-def _check_output_path(out: str, overwrite_ok: bool, source: str | None) -> Path:
-    target = Path(out)
-    if target.is_dir():
-        raise CliError(f"output {out} is a directory; name a file", EXIT_USAGE)
-    if source is not None and target.exists() and target.resolve() == Path(source).resolve() and not overwrite_ok:
-        raise CliError(f"refusing to overwrite the input {out} (pass --force)", EXIT_USAGE)
-    return target
-
-
-def _save_atomic(
-    model: onnx.ModelProto,
-    out: str,
-    overwrite_ok: bool,
-    source: str | None = None,
-    external_source: bool = False,
-    before_commit: Callable[[], None] | None = None,
-) -> None:
-    """Write into a temporary folder beside ``out``, run ``before_commit``, then move into place.
-
-    Nothing is left at ``out`` (nor at ``OUT.data``) when writing or ``before_commit`` fails.
-    Tensors go to ``OUT.data`` (external data) when the model is too big for one message or the
-    input kept its tensors in external data.
-    """
-    target = _check_output_path(out, overwrite_ok, source)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
-    staged = os.path.join(staging, target.name)  # the final name: external data refers to it
-    try:
-        if save_model(model, staged, external=external_source):
-            # onnx.save moved the tensors out of the in-memory model; --verify still needs them
-            from onnx.external_data_helper import load_external_data_for_model
-
-            load_external_data_for_model(model, staging)
-        if before_commit is not None:
-            before_commit()
-        for name in sorted(os.listdir(staging), reverse=True):  # OUT.data before OUT
-            os.replace(os.path.join(staging, name), target.parent / name)
-    except OSError as exc:
-        raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-_NP_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-}
-
-
-def random_feed(session: InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for every graph input, symbolic dims set to ``batch``."""
-    rng = np.random.default_rng(seed)
-    feed = {}
-    for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) else batch for d in inp.shape]
-        dtype = _NP_DTYPES.get(inp.type)
-        if dtype is None:
-            raise CliError(f"cannot make random data for input {inp.name} of type {inp.type}", EXIT_REJECTED)
-        data = rng.standard_normal(shape)
-        if inp.name in ("var",) or inp.name.endswith("var"):
-            data = np.abs(data) + 0.5
-        feed[inp.name] = data.astype(dtype)
-    return feed
-
-
-def _summary(name: str, arr: np.ndarray) -> str:
-    a = np.asarray(arr)
-    if a.size == 0 or not np.issubdtype(a.dtype, np.number):
-        return f"  {name}: shape={list(a.shape)} dtype={a.dtype}"
-    f = a.astype(np.float64)
-    return (
-        f"  {name}: shape={list(a.shape)} dtype={a.dtype} mean={np.nanmean(f):.6g} std={np.nanstd(f):.6g} "
-        f"min={np.nanmin(f):.6g} max={np.nanmax(f):.6g} nan={int(np.isnan(f).sum())}"
-    )
-
-
-def _median_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-# -- subcommands -----------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Run a small conv net with InplaceABN nodes (built, or --model) through onnxruntime, time it, fold it."""
-    from .examples import conv_net_model
-
-    if args.model:
-        model = _load(args.model)
-        where = f"loaded {args.model}:"
-    else:
-        model = conv_net_model(acts=("leaky_relu", "elu", "identity"), seed=0)
-        where = "built a"
-    nodes = [n for n in model.graph.node if is_inplace_abn(n)]
-    print(f"{where} {len(model.graph.node)}-node conv net with {len(nodes)} InplaceABN nodes:")
-    for n in nodes:
-        a = InplaceABNAttrs.from_node(n)
-        print(f"  {n.name}: act={a.act.value} act_alpha={a.act_alpha:g} epsilon={a.epsilon:g}")
-    t0 = time.perf_counter()
-    sess = InferenceSession(model, kernel_only=True)  # every node in the fused kernel
-    t_session = time.perf_counter() - t0
-    feed = random_feed(sess, batch=args.batch)
-    t0 = time.perf_counter()
-    (y,) = sess.run(None, feed)
-    t_first = time.perf_counter() - t0
-    print(f"session created in {t_session * 1e3:.1f} ms; first run {t_first * 1e3:.1f} ms")
-    print(_summary("output", y))
-    per_run = _median_time(lambda: sess.run(None, feed), args.repeat)
-    print(f"median run time over {args.repeat} runs (batch {args.batch}): {per_run * 1e3:.3f} ms")
-    from .passes.fold import fold_with_report
-
-    folded, report = fold_with_report(model)
-    import onnxruntime as ort
-
-    if report.left and not folded.functions:
-        print(f"fold left {len(report.left)} node(s) ({report.left[0][1]}); no plain-onnxruntime run")
-        return EXIT_OK
-    plain = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
-    (y_folded,) = plain.run(None, feed)
-    diff = float(np.max(np.abs(y_folded - y)))
-    folded_time = _median_time(lambda: plain.run(None, feed), args.repeat)
-    how = (
-        "to standard ops" if not report.left else f"{report.count} of {len(nodes)} (the rest via the model's function)"
-    )
-    print(f"folded {how}: plain onnxruntime {folded_time * 1e3:.3f} ms, max |diff| {diff:.3g}")
-    return EXIT_OK
-
-
-def _read_array_file(path: str) -> dict[str, np.ndarray] | np.ndarray:
-    if not os.path.isfile(path):
-        raise CliError(f"no such input file: {path}", EXIT_USAGE)
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                return {k: data[k] for k in data.files}
-        return np.asarray(data)
-    except Exception as exc:
-        raise CliError(f"cannot read input file {path}: not a .npy/.npz array file ({exc})", EXIT_USAGE) from None
-
-
-def _input_feed(sess: InferenceSession, paths: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays of .npz (by input name) and .npy (in input order) files, checked against the model."""
-    inputs = sess.get_inputs()
-    names = [i.name for i in inputs]
-    feed: dict[str, np.ndarray] = {}
-    positional = 0
-    for path in paths:
-        data = _read_array_file(path)
-        if isinstance(data, dict):
-            for key, array in data.items():
-                if key not in names:
-                    raise CliError(
-                        f"{path} holds '{key}', which is not an input of the model (inputs: {names})", EXIT_USAGE
-                    )
-                feed[key] = array
-            continue
-        free = [n for n in names if n not in feed]
-        if positional >= len(free):
-            raise CliError(f"the model has {len(names)} input(s) {names}; {path} is one array too many", EXIT_USAGE)
-        feed[free[positional]] = data
-        positional += 1
-    missing = [n for n in names if n not in feed]
-    if missing:
-        raise CliError(f"input '{missing[0]}' was not given (the model's inputs: {names})", EXIT_USAGE)
-    for inp in inputs:
-        array = feed[inp.name]
-        want_dtype = _NP_DTYPES.get(inp.type)
-        shape_ok = len(array.shape) == len(inp.shape) and all(
-            not isinstance(d, int) or d == n for d, n in zip(inp.shape, array.shape)
-        )
-        if (want_dtype is not None and array.dtype != want_dtype) or not shape_ok:
-            want_shape = [d if isinstance(d, int) else (d or "?") for d in inp.shape]
-            want = np.dtype(want_dtype).name if want_dtype else inp.type
-            raise CliError(
-                f"input '{inp.name}' expects shape {want_shape} {want}, got shape {list(array.shape)} {array.dtype}",
-                EXIT_USAGE,
-            )
-    return feed
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    save = None
-    if args.save:
-        save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # np.savez appends it
-        _check_output_path(save, False, None)
-    try:
-        sess = InferenceSession(args.model)  # from the path: the session reads the file without its weights
-    except (FileNotFoundError, ModelLoadError) as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    feed = _input_feed(sess, args.inputs) if args.inputs else random_feed(sess, batch=args.batch, seed=args.seed)
-    outputs = sess.run(None, feed)
-    names = [o.name for o in sess.get_outputs()]
-    routes = Counter(route.route for route in sess.routes)
-    how = ", ".join(f"{n} {route}" for route, n in sorted(routes.items()))
-    print(f"ran {args.model}: {len(sess.routes)} InplaceABN node(s)" + (f" ({how})" if how else ""))
-    for name, arr in zip(names, outputs):
-        print(_summary(name, arr))
-    if save:
+    parts = [f"iabn-onnx {__version__}"]
+    for dist in ("onnx", "onnxruntime", "onnxruntime-extensions", "numpy", "ml_dtypes"):
         try:
-            np.savez(save, **dict(zip(names, outputs)))
-        except OSError as exc:
-            raise CliError(f"cannot write {save}: {exc.strerror or exc}", EXIT_USAGE) from None
-        print(f"saved outputs to {save}")
-    return EXIT_OK
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    return ", ".join(parts)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    """Every InplaceABN node first (the first fault is the one error line), then onnx.checker, then the fold plan."""
-    from .op.validation import check_model_nodes
-    from .passes.fold import plan_fold
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
 
-    model = _load(args.model)
-    checked = check_model_nodes(model)  # InplaceABNError: one error line, exit 1, no "ok" before it
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        print(versions())
+        parser.exit(EXIT_OK)
+
+
+def _shape(text: str) -> tuple[int, ...]:
     try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise CliError(f"onnx.checker: {str(exc).strip().splitlines()[0]}", EXIT_REJECTED) from None
-    print("onnx.checker (full_check): ok")
-    print(f"{len(checked)} InplaceABN node(s)")
-    for info in checked:
-        a = info.attrs
-        print(
-            f"  {info.name}: act={a.act.value} alpha={a.act_alpha:g} eps={a.epsilon:g} "
-            f"training_mode={a.training_mode} layout={a.data_layout.value}"
-        )
-    for line in plan_fold(model):
-        print(f"  fold: {line}")
-    return EXIT_OK
-
-
-def cmd_fold(args: argparse.Namespace) -> int:
-    from .passes.fold import fold_with_report
-
-    model, external = _load_file(args.model)  # no progress line before: a bad file gets exactly one error line
-    _check_output_path(args.output, args.force, args.model)
-    _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB)")
-    _progress(f"folding {sum(is_inplace_abn(n) for n in model.graph.node)} InplaceABN node(s)")
-    t0 = time.perf_counter()
-    folded, report = fold_with_report(model, keep_invalid=args.keep_invalid)
-    elapsed = time.perf_counter() - t0
-    verify_lines: list[str] = []
-
-    def verify() -> None:
-        if args.verify:
-            verify_lines.extend(_verify(model, folded, args.batch))
-
-    _progress(f"writing {args.output}" + (" after verifying" if args.verify else ""))
-    _save_atomic(folded, args.output, args.force, args.model, external, before_commit=verify)
-    for line in [*report.lines(), *verify_lines]:
-        print(line)
-    print(f"size: {model.ByteSize()} -> {folded.ByteSize()} bytes; folded in {elapsed * 1e3:.1f} ms")
-    print(f"wrote {args.output}")
-    return EXIT_OK
-
-
-#: --verify accepts the folded model when every output is within this of the kernel's,
-#: relative to max(|reference|, 1): the fold reassociates float arithmetic, nothing more
-VERIFY_TOLERANCE = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
-
-
-def _verify(before: onnx.ModelProto, after: onnx.ModelProto, batch: int) -> list[str]:
-    """Both models on the same random inputs; CliError (exit 1) when an output differs."""
-    import onnxruntime as ort
-
-    _progress("verifying: running both models on random inputs")
-    sess_before = InferenceSession(before, kernel_only=True)  # every node in the kernel, not folded
-    feed = random_feed(sess_before, batch=batch, seed=1)
-    ref = sess_before.run(None, feed)
-    if any(n.domain for n in after.graph.node if n.domain not in ("", "ai.onnx")):
-        got = InferenceSession(after, kernel_only=True).run(None, feed)
-    else:
-        got = ort.InferenceSession(after.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
-    lines = []
-    for o, a, b in zip(sess_before.get_outputs(), ref, got):
-        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        absd = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-        reld = float(np.max(np.abs(a64 - b64) / np.maximum(np.abs(a64), 1.0))) if a64.size else 0.0
-        tolerance = VERIFY_TOLERANCE.get(np.asarray(a).dtype, 1e-4)
-        if not reld <= tolerance:  # NaN fails too
-            raise CliError(
-                f"verify failed: output {o.name} differs by {reld:.3g} (> {tolerance:g}); nothing written",
-                EXIT_REJECTED,
-            )
-        lines.append(f"verify {o.name}: max abs diff {absd:.3g}, max rel diff {reld:.3g}")
-    return lines
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    from .passes.convert import convert_with_report
-
-    model, external = _load_file(args.model)
-    _check_output_path(args.output, args.force, args.model)
-    _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB); converting")
-    converted, report = convert_with_report(
-        model, function_fallback=not args.no_function, keep_invalid=args.keep_invalid
-    )
-    _progress(f"writing {args.output}")
-    _save_atomic(converted, args.output, args.force, source=args.model, external_source=external)
-    for line in report.lines():
-        print(line)
-    print(f"wrote {args.output}")
-    return EXIT_OK
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    import onnxruntime as ort
-
-    from .passes.fold import fold
-
-    model = _load(args.model)
-    plugin = InferenceSession(model)
-    kernel_only = InferenceSession(model, kernel_only=True)
-    feed = random_feed(plugin, batch=args.batch)
-    rows = [
-        ("plugin (default session)", lambda: plugin.run(None, feed)),
-        ("plugin, every node in the kernel", lambda: kernel_only.run(None, feed)),
-    ]
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    folded = ort.InferenceSession(fold(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
-    rows.append(("folded, plain onnxruntime", lambda: folded.run(None, feed)))
-    if args.baseline:
-        base = ort.InferenceSession(_load(args.baseline).SerializeToString(), so, providers=["CPUExecutionProvider"])
-        rows.append((f"baseline {args.baseline}", lambda: base.run(None, feed)))
-    first = None
-    for i, (label, fn) in enumerate(rows):
-        _progress(f"[{i + 1}/{len(rows)}] timing {label}")
-        t = _median_time(fn, args.repeat)
-        first = first or t
-        print(f"{label:40s} {t * 1e3:9.3f} ms  ({t / first:.2f}x plugin)")
-    return EXIT_OK
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas (N,C,H,W), got {text!r}"
+        ) from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"every dimension must be >= 1, got {text!r}")
+    return dims
 
 
 class _Parser(argparse.ArgumentParser):
@@ -423,6 +83,7 @@ def _at_least_one(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="iabn-onnx", description="InplaceABN for ONNX and onnxruntime.")
+    p.add_argument("--version", action=_Version, help="print the versions of iabn-onnx and its runtime, then exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     batch_help = "size given to symbolic (batch) dimensions of random inputs (default: %(default)s)"
     repeat_help = "timed runs; the median is reported (default: %(default)s)"
@@ -432,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", help="run this model (e.g. models/convnet_elu.onnx) instead of the built-in net")
     d.add_argument("--batch", type=_at_least_one, default=8, help=batch_help)
     d.add_argument("--repeat", type=_at_least_one, default=50, help=repeat_help)
-    d.set_defaults(func=cmd_demo)
+    d.set_defaults(func="cmd_demo")
 
     r = sub.add_parser("run", help="run a model on .npy/.npz inputs or random inputs and summarize the outputs")
     r.add_argument("model", help="the ONNX model file")
@@ -442,11 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=_at_least_one, default=1, help=batch_help)
     r.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
     r.add_argument("--save", metavar="FILE", help="write the outputs to this .npz file (.npz is appended if missing)")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func="cmd_run")
 
     c = sub.add_parser("check", help="validate a model: InplaceABN nodes, onnx.checker, what would fold")
     c.add_argument("model", help="the ONNX model file")
-    c.set_defaults(func=cmd_check)
+    c.set_defaults(func="cmd_check")
 
     f = sub.add_parser("fold", help="fold frozen InplaceABN nodes into standard ops")
     f.add_argument("model", help="the ONNX model file")
@@ -459,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch", type=_at_least_one, default=1, help="batch size for --verify (default: %(default)s)")
     f.add_argument("--force", action="store_true", help="allow overwriting the input file")
     f.add_argument("--keep-invalid", action="store_true", help=keep_help)
-    f.set_defaults(func=cmd_fold)
+    f.set_defaults(func="cmd_fold")
 
     v = sub.add_parser("convert", help="BatchNormalization (+LeakyRelu/Elu) -> InplaceABN")
     v.add_argument("model", help="the ONNX model file")
@@ -471,14 +132,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not embed the InplaceABN function (without it, plain onnxruntime cannot run the result)",
     )
     v.add_argument("--keep-invalid", action="store_true", help=keep_help)
-    v.set_defaults(func=cmd_convert)
+    v.set_defaults(func="cmd_convert")
 
     b = sub.add_parser("bench", help="time a model: plugin vs folded vs an optional baseline")
     b.add_argument("model", help="the ONNX model file")
     b.add_argument("--baseline", metavar="MODEL", help="another ONNX model to time on the same inputs")
     b.add_argument("--batch", type=_at_least_one, default=1, help=batch_help)
     b.add_argument("--repeat", type=_at_least_one, default=50, help=repeat_help)
-    b.set_defaults(func=cmd_bench)
+    b.set_defaults(func="cmd_bench")
+
+    t = sub.add_parser(
+        "export-torch",
+        help="build a PyTorch model from its code and checkpoint and export it to ONNX",
+        description="Import MODULE:CALLABLE (the working directory is on sys.path) with the InplaceABN fallback "
+        "installed, build the model, load the checkpoint strictly, export it with one InplaceABN node per module, "
+        "check the ONNX output against the model's own eval output, and write it atomically.",
+    )
+    t.add_argument("target", metavar="MODULE:CALLABLE", help="e.g. networks.AugmentCE2P:resnet101")
+    t.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="V",
+        help="a positional argument of the factory, as a Python literal (repeatable)",
+    )
+    t.add_argument(
+        "--kwarg",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a keyword argument of the factory, V as a Python literal (repeatable)",
+    )
+    t.add_argument("--checkpoint", metavar="FILE", help="a torch.save file: a state dict, or a dict holding one")
+    t.add_argument(
+        "--checkpoint-key",
+        metavar="KEY",
+        help="where the state dict is in the checkpoint (dotted for "
+        "nesting); default: 'state_dict' or 'model' when present, else the checkpoint itself",
+    )
+    t.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="unpickle the checkpoint fully (runs code from "
+        "the file; only for files you trust); by default only tensors and plain containers are read",
+    )
+    t.add_argument("--input-shape", required=True, type=_shape, metavar="N,C,H,W", help="the example input's shape")
+    t.add_argument("--dynamic-batch", action="store_true", help="export with a symbolic batch dimension")
+    t.add_argument("-o", "--output", required=True, help="where to write the ONNX model")
+    t.add_argument("--fold", action="store_true", help="fold the InplaceABN nodes into standard ops before writing")
+    t.add_argument("--force", action="store_true", help="allow overwriting an existing output file")
+    t.set_defaults(func="cmd_export_torch")
     return p
 
 
@@ -487,17 +190,22 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _is_operator_error(exc: BaseException) -> bool:
+    """An InplaceABNError (an invalid node), without importing the schema module to ask."""
+    schema = sys.modules.get("iabn_onnx.op.schema")
+    return schema is not None and isinstance(exc, schema.InplaceABNError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = f"iabn-onnx {args.command}: error:"
     try:
-        return args.func(args)
+        from . import cli_commands
+
+        return getattr(cli_commands, args.func)(args)
     except CliError as exc:
         print(f"{where} {_one_line(exc)}", file=sys.stderr)
         return exc.code
-    except InplaceABNError as exc:
-        print(f"{where} {_one_line(exc)}", file=sys.stderr)
-        return EXIT_REJECTED
     except BrokenPipeError:
         # the reader closed stdout (`| head`): stop quietly, and keep Python's exit-time flush quiet too
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -510,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{where} out of memory", file=sys.stderr)
         return EXIT_REJECTED
     except Exception as exc:  # onnxruntime's own rejections and anything unforeseen: still one line
+        if _is_operator_error(exc):  # the message names the node and the fault
+            print(f"{where} {_one_line(exc)}", file=sys.stderr)
+            return EXIT_REJECTED
         print(f"{where} {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_REJECTED
 

@@ -38,9 +38,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, NodeProto, TensorProto, helper
 
-DOMAIN = "ai.iabn"
-OP_TYPE = "InplaceABN"
-OPSET_VERSION = 1
+from .names import DOMAIN, OP_TYPE, OPSET_VERSION
 
 #: models this package writes declare ONNX opset 17 and IR version 10: the oldest supported
 #: onnxruntime (1.20, "max supported IR version: 10") loads them

@@ -1,0 +1,625 @@
+"""The ``iabn-onnx`` subcommands (``cli.py`` parses the arguments and maps errors to exit codes).
+
+One module for every subcommand, so that they share one loader and one atomic writer; each
+``cmd_*`` function is short. ``cli.py`` imports this module only once a command runs, so
+``--help`` and ``--version`` load neither numpy nor onnx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .cli import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
+from .graph import save_model
+from .op.schema import InplaceABNAttrs, is_inplace_abn
+from .runtime.session import InferenceSession, ModelLoadError, load_model_file
+
+
+def _progress(message: str) -> None:
+    """Phase lines for the long commands, on stderr and only to a terminal: stdout carries the
+    report, and a failure is then exactly one stderr line wherever stderr is captured."""
+    if sys.stderr.isatty():
+        print(f"iabn-onnx: {message}", file=sys.stderr, flush=True)
+
+
+def _load(path: str) -> onnx.ModelProto:
+    return _load_file(path)[0]
+
+
+def _load_file(path: str) -> tuple[onnx.ModelProto, bool]:
+    """The model and whether its tensors were in external data (the file is read once)."""
+    try:
+        return load_model_file(path)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except ModelLoadError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _check_output_path(out: str, overwrite_ok: bool, source: str | None) -> Path:
+    target = Path(out)
+    if target.is_dir():
+        raise CliError(f"output {out} is a directory; name a file", EXIT_USAGE)
+    if source is not None and target.exists() and target.resolve() == Path(source).resolve() and not overwrite_ok:
+        raise CliError(f"refusing to overwrite the input {out} (pass --force)", EXIT_USAGE)
+    return target
+
+
+def _save_atomic(
+    model: onnx.ModelProto,
+    out: str,
+    overwrite_ok: bool,
+    source: str | None = None,
+    external_source: bool = False,
+    before_commit: Callable[[], None] | None = None,
+) -> None:
+    """Write into a temporary folder beside ``out``, run ``before_commit``, then move into place.
+
+    Nothing is left at ``out`` (nor at ``OUT.data``) when writing or ``before_commit`` fails.
+    Tensors go to ``OUT.data`` (external data) when the model is too big for one message or the
+    input kept its tensors in external data.
+    """
+    target = _check_output_path(out, overwrite_ok, source)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
+    staged = os.path.join(staging, target.name)  # the final name: external data refers to it
+    try:
+        if save_model(model, staged, external=external_source):
+            # onnx.save moved the tensors out of the in-memory model; --verify still needs them
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(model, staging)
+        if before_commit is not None:
+            before_commit()
+        for name in sorted(os.listdir(staging), reverse=True):  # OUT.data before OUT
+            os.replace(os.path.join(staging, name), target.parent / name)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_NP_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def random_feed(session: InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for every graph input, symbolic dims set to ``batch``."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) else batch for d in inp.shape]
+        dtype = _NP_DTYPES.get(inp.type)
+        if dtype is None:
+            raise CliError(f"cannot make random data for input {inp.name} of type {inp.type}", EXIT_REJECTED)
+        data = rng.standard_normal(shape)
+        if inp.name in ("var",) or inp.name.endswith("var"):
+            data = np.abs(data) + 0.5
+        feed[inp.name] = data.astype(dtype)
+    return feed
+
+
+def _summary(name: str, arr: np.ndarray) -> str:
+    a = np.asarray(arr)
+    if a.size == 0 or not np.issubdtype(a.dtype, np.number):
+        return f"  {name}: shape={list(a.shape)} dtype={a.dtype}"
+    f = a.astype(np.float64)
+    return (
+        f"  {name}: shape={list(a.shape)} dtype={a.dtype} mean={np.nanmean(f):.6g} std={np.nanstd(f):.6g} "
+        f"min={np.nanmin(f):.6g} max={np.nanmax(f):.6g} nan={int(np.isnan(f).sum())}"
+    )
+
+
+def _median_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# -- subcommands -----------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run a small conv net with InplaceABN nodes (built, or --model) through onnxruntime, time it, fold it."""
+    from .examples import conv_net_model
+
+    if args.model:
+        model = _load(args.model)
+        where = f"loaded {args.model}:"
+    else:
+        model = conv_net_model(acts=("leaky_relu", "elu", "identity"), seed=0)
+        where = "built a"
+    nodes = [n for n in model.graph.node if is_inplace_abn(n)]
+    print(f"{where} {len(model.graph.node)}-node conv net with {len(nodes)} InplaceABN nodes:")
+    for n in nodes:
+        a = InplaceABNAttrs.from_node(n)
+        print(f"  {n.name}: act={a.act.value} act_alpha={a.act_alpha:g} epsilon={a.epsilon:g}")
+    t0 = time.perf_counter()
+    sess = InferenceSession(model, kernel_only=True)  # every node in the fused kernel
+    t_session = time.perf_counter() - t0
+    feed = random_feed(sess, batch=args.batch)
+    t0 = time.perf_counter()
+    (y,) = sess.run(None, feed)
+    t_first = time.perf_counter() - t0
+    print(f"session created in {t_session * 1e3:.1f} ms; first run {t_first * 1e3:.1f} ms")
+    print(_summary("output", y))
+    per_run = _median_time(lambda: sess.run(None, feed), args.repeat)
+    print(f"median run time over {args.repeat} runs (batch {args.batch}): {per_run * 1e3:.3f} ms")
+    from .passes.fold import fold_with_report
+
+    folded, report = fold_with_report(model)
+    import onnxruntime as ort
+
+    if report.left and not folded.functions:
+        print(f"fold left {len(report.left)} node(s) ({report.left[0][1]}); no plain-onnxruntime run")
+        return EXIT_OK
+    plain = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y_folded,) = plain.run(None, feed)
+    diff = float(np.max(np.abs(y_folded - y)))
+    folded_time = _median_time(lambda: plain.run(None, feed), args.repeat)
+    how = (
+        "to standard ops" if not report.left else f"{report.count} of {len(nodes)} (the rest via the model's function)"
+    )
+    print(f"folded {how}: plain onnxruntime {folded_time * 1e3:.3f} ms, max |diff| {diff:.3g}")
+    return EXIT_OK
+
+
+def _read_array_file(path: str) -> dict[str, np.ndarray] | np.ndarray:
+    if not os.path.isfile(path):
+        raise CliError(f"no such input file: {path}", EXIT_USAGE)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: data[k] for k in data.files}
+        return np.asarray(data)
+    except Exception as exc:
+        raise CliError(f"cannot read input file {path}: not a .npy/.npz array file ({exc})", EXIT_USAGE) from None
+
+
+def _input_feed(sess: InferenceSession, paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays of .npz (by input name) and .npy (in input order) files, checked against the model."""
+    inputs = sess.get_inputs()
+    names = [i.name for i in inputs]
+    feed: dict[str, np.ndarray] = {}
+    positional = 0
+    for path in paths:
+        data = _read_array_file(path)
+        if isinstance(data, dict):
+            for key, array in data.items():
+                if key not in names:
+                    raise CliError(
+                        f"{path} holds '{key}', which is not an input of the model (inputs: {names})", EXIT_USAGE
+                    )
+                feed[key] = array
+            continue
+        free = [n for n in names if n not in feed]
+        if positional >= len(free):
+            raise CliError(f"the model has {len(names)} input(s) {names}; {path} is one array too many", EXIT_USAGE)
+        feed[free[positional]] = data
+        positional += 1
+    missing = [n for n in names if n not in feed]
+    if missing:
+        raise CliError(f"input '{missing[0]}' was not given (the model's inputs: {names})", EXIT_USAGE)
+    for inp in inputs:
+        array = feed[inp.name]
+        want_dtype = _NP_DTYPES.get(inp.type)
+        shape_ok = len(array.shape) == len(inp.shape) and all(
+            not isinstance(d, int) or d == n for d, n in zip(inp.shape, array.shape)
+        )
+        if (want_dtype is not None and array.dtype != want_dtype) or not shape_ok:
+            want_shape = [d if isinstance(d, int) else (d or "?") for d in inp.shape]
+            want = np.dtype(want_dtype).name if want_dtype else inp.type
+            raise CliError(
+                f"input '{inp.name}' expects shape {want_shape} {want}, got shape {list(array.shape)} {array.dtype}",
+                EXIT_USAGE,
+            )
+    return feed
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    save = None
+    if args.save:
+        save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # np.savez appends it
+        _check_output_path(save, False, None)
+    try:
+        sess = InferenceSession(args.model)  # from the path: the session reads the file without its weights
+    except (FileNotFoundError, ModelLoadError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    feed = _input_feed(sess, args.inputs) if args.inputs else random_feed(sess, batch=args.batch, seed=args.seed)
+    outputs = sess.run(None, feed)
+    names = [o.name for o in sess.get_outputs()]
+    routes = Counter(route.route for route in sess.routes)
+    how = ", ".join(f"{n} {route}" for route, n in sorted(routes.items()))
+    print(f"ran {args.model}: {len(sess.routes)} InplaceABN node(s)" + (f" ({how})" if how else ""))
+    for name, arr in zip(names, outputs):
+        print(_summary(name, arr))
+    if save:
+        try:
+            np.savez(save, **dict(zip(names, outputs)))
+        except OSError as exc:
+            raise CliError(f"cannot write {save}: {exc.strerror or exc}", EXIT_USAGE) from None
+        print(f"saved outputs to {save}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Every InplaceABN node first (the first fault is the one error line), then onnx.checker, then the fold plan."""
+    from .op.validation import check_model_nodes
+    from .passes.fold import plan_fold
+
+    model = _load(args.model)
+    checked = check_model_nodes(model)  # InplaceABNError: one error line, exit 1, no "ok" before it
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise CliError(f"onnx.checker: {str(exc).strip().splitlines()[0]}", EXIT_REJECTED) from None
+    print("onnx.checker (full_check): ok")
+    print(f"{len(checked)} InplaceABN node(s)")
+    for info in checked:
+        a = info.attrs
+        print(
+            f"  {info.name}: act={a.act.value} alpha={a.act_alpha:g} eps={a.epsilon:g} "
+            f"training_mode={a.training_mode} layout={a.data_layout.value}"
+        )
+    for line in plan_fold(model):
+        print(f"  fold: {line}")
+    return EXIT_OK
+
+
+def cmd_fold(args: argparse.Namespace) -> int:
+    from .passes.fold import fold_with_report
+
+    model, external = _load_file(args.model)  # no progress line before: a bad file gets exactly one error line
+    _check_output_path(args.output, args.force, args.model)
+    _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB)")
+    _progress(f"folding {sum(is_inplace_abn(n) for n in model.graph.node)} InplaceABN node(s)")
+    t0 = time.perf_counter()
+    folded, report = fold_with_report(model, keep_invalid=args.keep_invalid)
+    elapsed = time.perf_counter() - t0
+    verify_lines: list[str] = []
+
+    def verify() -> None:
+        if args.verify:
+            verify_lines.extend(_verify(model, folded, args.batch))
+
+    _progress(f"writing {args.output}" + (" after verifying" if args.verify else ""))
+    _save_atomic(folded, args.output, args.force, args.model, external, before_commit=verify)
+    for line in [*report.lines(), *verify_lines]:
+        print(line)
+    print(f"size: {model.ByteSize()} -> {folded.ByteSize()} bytes; folded in {elapsed * 1e3:.1f} ms")
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+#: --verify accepts the folded model when every output is within this of the kernel's,
+#: relative to max(|reference|, 1): the fold reassociates float arithmetic, nothing more
+VERIFY_TOLERANCE = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+def _verify(before: onnx.ModelProto, after: onnx.ModelProto, batch: int) -> list[str]:
+    """Both models on the same random inputs; CliError (exit 1) when an output differs."""
+    import onnxruntime as ort
+
+    _progress("verifying: running both models on random inputs")
+    sess_before = InferenceSession(before, kernel_only=True)  # every node in the kernel, not folded
+    feed = random_feed(sess_before, batch=batch, seed=1)
+    ref = sess_before.run(None, feed)
+    if any(n.domain for n in after.graph.node if n.domain not in ("", "ai.onnx")):
+        got = InferenceSession(after, kernel_only=True).run(None, feed)
+    else:
+        got = ort.InferenceSession(after.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    lines = []
+    for o, a, b in zip(sess_before.get_outputs(), ref, got):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        absd = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+        reld = float(np.max(np.abs(a64 - b64) / np.maximum(np.abs(a64), 1.0))) if a64.size else 0.0
+        tolerance = VERIFY_TOLERANCE.get(np.asarray(a).dtype, 1e-4)
+        if not reld <= tolerance:  # NaN fails too
+            raise CliError(
+                f"verify failed: output {o.name} differs by {reld:.3g} (> {tolerance:g}); nothing written",
+                EXIT_REJECTED,
+            )
+        lines.append(f"verify {o.name}: max abs diff {absd:.3g}, max rel diff {reld:.3g}")
+    return lines
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .passes.convert import convert_with_report
+
+    model, external = _load_file(args.model)
+    _check_output_path(args.output, args.force, args.model)
+    _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB); converting")
+    converted, report = convert_with_report(
+        model, function_fallback=not args.no_function, keep_invalid=args.keep_invalid
+    )
+    _progress(f"writing {args.output}")
+    _save_atomic(converted, args.output, args.force, source=args.model, external_source=external)
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from .passes.fold import fold
+
+    model = _load(args.model)
+    plugin = InferenceSession(model)
+    kernel_only = InferenceSession(model, kernel_only=True)
+    feed = random_feed(plugin, batch=args.batch)
+    rows = [
+        ("plugin (default session)", lambda: plugin.run(None, feed)),
+        ("plugin, every node in the kernel", lambda: kernel_only.run(None, feed)),
+    ]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    folded = ort.InferenceSession(fold(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    rows.append(("folded, plain onnxruntime", lambda: folded.run(None, feed)))
+    if args.baseline:
+        base = ort.InferenceSession(_load(args.baseline).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        rows.append((f"baseline {args.baseline}", lambda: base.run(None, feed)))
+    first = None
+    for i, (label, fn) in enumerate(rows):
+        _progress(f"[{i + 1}/{len(rows)}] timing {label}")
+        t = _median_time(fn, args.repeat)
+        first = first or t
+        print(f"{label:40s} {t * 1e3:9.3f} ms  ({t / first:.2f}x plugin)")
+    return EXIT_OK
+
+
+# -- export-torch ------------------------------------------------------------------
+#: the export is accepted when the ONNX output is within this of the model's own eval output,
+#: relative to max(|reference|, 1)
+EXPORT_TOLERANCE = {"float32": 1e-5, "float64": 1e-10, "float16": 1e-2}
+
+
+def _literal(text: str, what: str) -> object:
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise CliError(
+            f"{what} {text!r} is not a Python literal (quote strings: --kwarg name=\"'x'\")", EXIT_USAGE
+        ) from None
+
+
+def _factory_args(args: argparse.Namespace) -> tuple[list[object], dict[str, object]]:
+    positional = [_literal(a, "--arg") for a in args.arg]
+    keywords: dict[str, object] = {}
+    for item in args.kwarg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise CliError(f"--kwarg {item!r} is not KEY=VALUE with KEY a Python name", EXIT_USAGE)
+        keywords[key] = _literal(value, f"--kwarg {key}=")
+    return positional, keywords
+
+
+def _import_callable(target: str) -> Callable[..., object]:
+    import importlib
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise CliError(f"{target!r} is not MODULE:CALLABLE (e.g. networks.resnet:resnet50)", EXIT_USAGE)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: object = importlib.import_module(module_name)
+    except Exception as exc:  # the model's own import: anything it raises is the user's to fix
+        raise CliError(f"cannot import {module_name}: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CliError(f"{module_name} has no attribute {attr!r}", EXIT_USAGE)
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise CliError(f"{target} is not callable", EXIT_USAGE)
+    return obj  # type: ignore[return-value]
+
+
+def _read_checkpoint(path: str, trust: bool) -> object:
+    import pickle
+
+    import torch
+
+    if not os.path.isfile(path):
+        raise CliError(f"no such checkpoint file: {path}", EXIT_USAGE)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise CliError(f"cannot read checkpoint {path}: {exc}", EXIT_USAGE) from None
+        import re
+
+        why = re.search(r"(?:unsupported|Unsupported global:) (GLOBAL [\w.]+)", str(exc))
+        raise CliError(
+            f"refused checkpoint {path}: reading it needs full unpickling, which can run code from the file"
+            f"{f' (it holds {why.group(1)})' if why else ''}; "
+            "pass --trust-checkpoint only if you trust its source",
+            EXIT_USAGE,
+        ) from None
+    except Exception as exc:
+        raise CliError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
+
+
+def _state_dict(checkpoint: object, key: str | None, path: str) -> dict[str, object]:
+    import torch
+
+    found: object = checkpoint
+    if key is not None:
+        for part in key.split("."):
+            if not isinstance(found, dict) or part not in found:
+                keys = sorted(found)[:10] if isinstance(found, dict) else type(found).__name__
+                raise CliError(f"checkpoint {path} has no key {key!r} (it holds {keys})", EXIT_USAGE)
+            found = found[part]
+    elif isinstance(checkpoint, dict):
+        for candidate in ("state_dict", "model"):
+            if candidate in checkpoint and isinstance(checkpoint[candidate], (dict, torch.nn.Module)):
+                found = checkpoint[candidate]
+                break
+    if isinstance(found, torch.nn.Module):
+        found = found.state_dict()
+    if not isinstance(found, dict) or not all(isinstance(v, torch.Tensor) for v in found.values()):
+        raise CliError(
+            f"checkpoint {path}: no state dict of tensors found"
+            + ("" if key else " (name where it is with --checkpoint-key)"),
+            EXIT_USAGE,
+        )
+    names = list(found)
+    if names and all(n.startswith("module.") for n in names):  # saved from DataParallel
+        found = {n[len("module.") :]: v for n, v in found.items()}
+    return found  # type: ignore[return-value]
+
+
+def _load_strict(model: object, state: dict[str, object], path: str) -> None:
+    try:
+        result = model.load_state_dict(state, strict=False)  # type: ignore[attr-defined]
+    except RuntimeError as exc:  # shape mismatches are raised even when not strict
+        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+        detail = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+        raise CliError(f"checkpoint {path} does not fit the model: {detail or _first_line(exc)}", EXIT_USAGE) from None
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+        parts = [f"missing keys: {few(missing)}"] if missing else []
+        parts += [f"unexpected keys: {few(unexpected)}"] if unexpected else []
+        raise CliError(f"checkpoint {path} does not fit the model (strict load): {'; '.join(parts)}", EXIT_USAGE)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _quiet_torch() -> None:
+    """Keep torch's import-time and export chatter (torchvision missing, deprecations) off our
+    output; called after ``import torch``, whose logging set-up would reset the levels."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|onnxscript|onnx_ir)(\.|$)")
+    for name in ("torch.onnx", "torch._export", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _compare(expected: np.ndarray, got: np.ndarray, what: str) -> str:
+    a64, b64 = np.asarray(expected, np.float64), np.asarray(got, np.float64)
+    if a64.shape != b64.shape:
+        raise CliError(
+            f"{what}: output shape {list(b64.shape)} differs from the model's {list(a64.shape)}", EXIT_REJECTED
+        )
+    rel = float(np.max(np.abs(a64 - b64) / np.maximum(np.abs(a64), 1.0))) if a64.size else 0.0
+    tolerance = EXPORT_TOLERANCE.get(np.asarray(expected).dtype.name, 1e-5)
+    if not rel <= tolerance:  # NaN fails too
+        raise CliError(
+            f"{what}: output differs from the model's eval output by {rel:.3g} (> {tolerance:g}); nothing written",
+            EXIT_REJECTED,
+        )
+    return f"{rel:.3g}"
+
+
+def cmd_export_torch(args: argparse.Namespace) -> int:
+    _check_output_path(args.output, True, None)
+    if os.path.exists(args.output) and not args.force:
+        raise CliError(f"{args.output} exists (pass --force to overwrite it)", EXIT_USAGE)
+    try:
+        import torch
+    except ImportError:
+        raise CliError("export-torch needs PyTorch: pip install 'iabn-onnx[torch]'", EXIT_USAGE) from None
+    _quiet_torch()
+    from .torch_fallback import install_torch_fallback
+
+    install_torch_fallback()
+    positional, keywords = _factory_args(args)
+    factory = _import_callable(args.target)
+    _progress(f"building {args.target}")
+    try:
+        model = factory(*positional, **keywords)
+    except Exception as exc:
+        raise CliError(f"{args.target}(...) failed: {type(exc).__name__}: {_first_line(exc)}", EXIT_USAGE) from None
+    if not isinstance(model, torch.nn.Module):
+        raise CliError(f"{args.target}(...) returned {type(model).__name__}, not a torch.nn.Module", EXIT_USAGE)
+    if args.checkpoint:
+        _progress(f"loading {args.checkpoint}")
+        state = _state_dict(
+            _read_checkpoint(args.checkpoint, args.trust_checkpoint), args.checkpoint_key, args.checkpoint
+        )
+        _load_strict(model, state, args.checkpoint)
+    model.eval()
+    example = torch.randn(*args.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        try:
+            expected = model(example)
+        except Exception as exc:
+            raise CliError(
+                f"the model fails on an input of shape {list(args.input_shape)}: "
+                f"{type(exc).__name__}: {_first_line(exc)}",
+                EXIT_USAGE,
+            ) from None
+    if not isinstance(expected, torch.Tensor):
+        raise CliError(
+            f"the model returns {type(expected).__name__}; export-torch handles one output tensor", EXIT_REJECTED
+        )
+    from .exporters.torch_export import export_torch
+
+    kwargs: dict[str, object] = {"input_names": ["input"], "output_names": ["output"]}
+    if args.dynamic_batch:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+    _progress("exporting")
+    try:
+        proto = export_torch(model, (example,), **kwargs)
+    except Exception as exc:
+        raise CliError(f"export failed: {type(exc).__name__}: {_first_line(exc)}", EXIT_REJECTED) from None
+    nodes = sum(is_inplace_abn(n) for n in proto.graph.node)
+    feed = {"input": example.numpy()}
+    lines = [f"exported {args.target}: {nodes} InplaceABN node(s), {len(proto.graph.node)} nodes in all"]
+    (got,) = InferenceSession(proto).run(None, feed)
+    lines.append(f"verify (session): max rel diff {_compare(expected.numpy(), got, 'verify (session)')}")
+    if args.fold:
+        import onnxruntime as ort
+
+        from .passes.fold import fold_with_report
+
+        proto, report = fold_with_report(proto)
+        lines.extend(report.lines())
+        if any(is_inplace_abn(n) for n in proto.graph.node) and not proto.functions:
+            raise CliError("fold left InplaceABN nodes and the model has no function fallback", EXIT_REJECTED)
+        plain = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        (got,) = plain.run(None, feed)
+        lines.append(
+            f"verify (folded, plain onnxruntime): max rel diff {_compare(expected.numpy(), got, 'verify (folded)')}"
+        )
+    _save_atomic(proto, args.output, True)
+    for line in lines:
+        print(line)
+    print(f"wrote {args.output}")
+    return EXIT_OK
