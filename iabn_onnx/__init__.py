@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
 
 def _register_schema() -> None:
-    importlib.import_module(".op.schema", __name__).register_schema()
+    """Importing the schema module registers the schema. When that module is what is importing
+    onnx (it is half-initialized now), it registers the schema itself once it is complete."""
+    import sys
+
+    schema = sys.modules.get(f"{__name__}.op.schema")
+    if schema is None:
+        importlib.import_module(".op.schema", __name__)
 
 
 after_import("onnx", _register_schema)

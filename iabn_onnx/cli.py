@@ -226,4 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m iabn_onnx.cli` runs this file as __main__; the commands raise iabn_onnx.cli's CliError
+    from iabn_onnx.cli import main as _main
+
+    sys.exit(_main())

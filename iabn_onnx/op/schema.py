@@ -415,3 +415,7 @@ def make_model(
 
 def opset_import() -> onnx.OperatorSetIdProto:
     return helper.make_opsetid(DOMAIN, OPSET_VERSION)
+
+
+# onnx is loaded once this module is: the op is known to onnx.checker and shape inference from here on
+register_schema()
