@@ -133,7 +133,12 @@ def test_producer_not_folded_falls_back_to_batchnormalization(case):
     before = model.SerializeToString()
     folded, report = fold_with_report(model)
     assert model.SerializeToString() == before  # argument untouched
-    assert report.folded == [("abn", "into BatchNormalization")]
+    reasons = {"shared_weight": "Conv weight is not a private initializer", "two_consumers": "has 2 consumers",
+               "producer_is_graph_output": "is a graph output"}  # fmt: skip
+    assert not report.folded  # only nodes absorbed into a producer count as folded
+    assert [(n, form) for n, form, _ in report.rewritten] == [("abn", "BatchNormalization")]
+    assert reasons[case] in report.rewritten[0][2]
+    assert f"rewrote abn as BatchNormalization (no producer fold: {report.rewritten[0][2]})" in report.lines()
     ops = [n.op_type for n in folded.graph.node]
     assert ops[ops.index("BatchNormalization") + 1] == "LeakyRelu" and "InplaceABN" not in ops
     conv = next(n for n in folded.graph.node if n.op_type == "Conv")

@@ -15,7 +15,9 @@ onnxruntime's CPU provider has for double), or nothing for identity.
 
 Preconditions (each rule returns a reason instead of folding):
 * the node has training_mode=0 and valid attributes;
-* scale, B, mean and var are initializers that are not graph inputs;
+* scale, B, mean and var are constant: initializers that are not graph inputs, or small constant
+  subgraphs (Constant, Shape, CastLike, Expand, ...), which ``constant_subgraphs`` evaluates
+  into initializers first, for producers' weights and biases too;
 * producer fold: X comes from Conv, ConvTranspose (grouped too), Gemm, or
   MatMul (optionally followed by Add of a constant), X has no other
   consumer and is not a graph output, the producer's weight (and bias) are
@@ -41,6 +43,7 @@ from ..op.schema import DOMAIN, Activation, is_inplace_abn, node_display_name
 from ..op.validation import TensorInfo, check_opset, type_table
 from . import batchnorm_form
 from .activation import activation_nodes
+from .constant_subgraphs import fold_constant_subgraphs
 from .fold_conv import rule_conv, rule_conv_transpose
 from .fold_gemm import rule_gemm
 from .fold_match import match_node
@@ -53,17 +56,29 @@ PRODUCER_RULES = (rule_conv, rule_conv_transpose, rule_gemm, rule_matmul)
 
 @dataclass
 class FoldReport:
-    folded: list[tuple[str, str]] = field(default_factory=list)  # (node, into what)
+    """What the fold did, node by node: ``folded`` into a producer's weights, ``rewritten`` as
+    standard ops (with why no producer could take the node), or ``left`` (with why)."""
+
+    folded: list[tuple[str, str]] = field(default_factory=list)  # (node, "into Conv 'c'")
+    rewritten: list[tuple[str, str, str]] = field(default_factory=list)  # (node, form, why no producer)
     left: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
+    constants: int = 0  # constant-subgraph nodes evaluated into initializers
 
     @property
     def count(self) -> int:
-        return len(self.folded)
+        """Nodes replaced by standard ops, either way."""
+        return len(self.folded) + len(self.rewritten)
 
     def lines(self) -> list[str]:
         out = [f"folded {n}: {how}" for n, how in self.folded]
+        out += [f"rewrote {n} as {form} (no producer fold: {why})" for n, form, why in self.rewritten]
         out += [f"left {n}: {why}" for n, why in self.left]
-        out.append(f"{len(self.folded)} folded, {len(self.left)} left")
+        if self.constants:
+            out.append(f"{self.constants} constant-subgraph node(s) evaluated into initializers")
+        out.append(
+            f"{len(self.folded)} folded into producers, {len(self.rewritten)} rewritten as standard ops, "
+            f"{len(self.left)} left"
+        )
         return out
 
 
@@ -111,6 +126,8 @@ def _fold(
         out = onnx.ModelProto()
         out.CopyFrom(model)
     report = FoldReport()
+    if not in_place:  # the session's lowering has evaluated them already
+        report.constants = fold_constant_subgraphs(out, types, base_dir)
     graph = out.graph
     g = GraphIndex(graph, types, base_dir)
     for node in list(graph.node):
@@ -127,10 +144,13 @@ def _fold(
         x, y = node.input[0], node.output[0]
         new_nodes: list[NodeProto] | None = None
         producer = g.producer.get(x)
-        if producer is not None and sole_consumer_reason(g, x) is None:
+        no_producer = _no_producer_reason(g, x, producer)
+        if no_producer is None:
             for rule in PRODUCER_RULES:
                 result = rule(g, m, producer)
                 if isinstance(result, str):
+                    if _rule_op(rule) == producer.op_type:  # type: ignore[union-attr]
+                        no_producer = result
                     continue
                 how = result()
                 if m.attrs.act is Activation.IDENTITY:
@@ -140,14 +160,16 @@ def _fold(
                     new_nodes = activation_nodes(g, m, x, y)
                 report.folded.append((m.name, f"into {how}"))
                 break
+            else:
+                no_producer = no_producer or f"'{x}' comes from {producer.op_type}, not Conv/ConvTranspose/Gemm/MatMul"  # type: ignore[union-attr]
         if new_nodes is None and into_producers_only:
-            report.left.append((m.name, "no Conv/ConvTranspose/Gemm/MatMul producer to fold into"))
+            report.left.append((m.name, f"no producer fold: {no_producer}"))
             continue
         if new_nodes is None:
             dtype = helper.np_dtype_to_tensor_dtype(m.dtype)
             if batchnorm_form.check(m.attrs, dtype, g.constant(node.input[1])) is None:
                 new_nodes = batchnorm_form.rewrite(node, m.attrs, g.fresh)
-                report.folded.append((m.name, f"into {batchnorm_form.ROUTE}"))
+                report.rewritten.append((m.name, batchnorm_form.ROUTE, str(no_producer)))
                 replace_node(graph, node, new_nodes)
                 continue
             z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
@@ -156,10 +178,23 @@ def _fold(
                 report.left.append((m.name, affine))
                 continue
             new_nodes = affine + ([] if m.attrs.act is Activation.IDENTITY else activation_nodes(g, m, z, y))
-            report.folded.append((m.name, "into per-channel Mul + Add"))
+            report.rewritten.append((m.name, "per-channel Mul + Add", str(no_producer)))
         replace_node(graph, node, new_nodes)
     _cleanup(out)
     return out, report
+
+
+def _rule_op(rule: Callable[..., object]) -> str:
+    """rule_conv_transpose -> ConvTranspose: the op type each producer rule takes."""
+    return {"conv": "Conv", "conv_transpose": "ConvTranspose", "gemm": "Gemm", "matmul": "MatMul"}.get(
+        rule.__name__.removeprefix("rule_"), ""
+    )
+
+
+def _no_producer_reason(g: GraphIndex, x: str, producer: NodeProto | None) -> str | None:
+    if producer is None:
+        return f"'{x}' is a graph input or initializer"
+    return sole_consumer_reason(g, x)
 
 
 def fold(model: onnx.ModelProto, keep_invalid: bool = False) -> onnx.ModelProto:

@@ -3,7 +3,9 @@
 One pass of each stage, on the session's own copy of the model (changed in place):
 
 1. validate every node once (``check_model_nodes``: attributes, arity, dtype, rank, parameter
-   lengths, opset; a fault raises ``InplaceABNError`` naming the node);
+   lengths, opset; a fault raises ``InplaceABNError`` naming the node), then evaluate small
+   constant subgraphs into initializers (``passes.constant_subgraphs``), so that parameters
+   given as Constant nodes and Conv biases computed by Expand/CastLike count as constants;
 2. ask ``passes.route_choice`` (a table measured by ``benchmarks/bench_routes.py``) whether a
    standard form beats the kernel for each frozen node's layout, dtype and activation; for those
    it does, route the nodes that follow a Conv to BatchNormalization, which onnxruntime's
@@ -54,6 +56,7 @@ from iabn_onnx.op.validation import CheckedNode, TensorInfo, check_model_nodes, 
 
 from ..passes import batchnorm_form, route_choice
 from ..passes.activation import activation_nodes
+from ..passes.constant_subgraphs import fold_constant_subgraphs
 from ..passes.fold import fold_into_producers
 from ..passes.fold_match import match_node
 from ..passes.graph_index import GraphIndex, sole_consumer_reason
@@ -111,6 +114,7 @@ def lower(
     register_schema()
     table = type_table(model)
     infos = check_model_nodes(model, table)
+    fold_constant_subgraphs(model, table, base_dir)  # Conv biases torch computes, paddle2onnx's Constant parameters
     nodes = [n for g in graphs(model.graph) for n in g.node if is_inplace_abn(n)]
     checked = {node.output[0]: info for node, info in zip(nodes, infos)}
     routes: list[Route] = []
