@@ -14,6 +14,11 @@ at ORT_ENABLE_ALL:
 * ``folded``           iabn_onnx.fold(plugin) on plain onnxruntime
 * ``onnxoptimizer``    onnxoptimizer fuse_bn_into_conv on torch's unoptimized (BatchNormalization) export
 * ``onnxslim``         onnxslim.slim on the same unoptimized export
+* ``plain_plugin``     torch's *plain* export of the BatchNorm2d form (optimize=False: BatchNormalization
+                       kept, Conv biases computed by Expand/CastLike subgraphs), iabn_onnx.convert, then
+                       the default session
+* ``plain_folded``     the same, then iabn_onnx.fold, on plain onnxruntime
+* ``onnxslim_raw``     onnxslim.slim on that plain export as it is
 
 On torch's raw unoptimized export neither tool folds anything (a bias-free Conv gets its
 zero bias from an Expand node, which they do not fold); both get that export after
@@ -52,7 +57,19 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-VARIANTS = ["torch_eager", "torch_export_opt", "plugin", "plugin_kernel_only", "folded", "onnxoptimizer", "onnxslim"]
+VARIANTS = [
+    "torch_eager",
+    "torch_export_opt",
+    "plugin",
+    "plugin_kernel_only",
+    "folded",
+    "onnxoptimizer",
+    "onnxslim",
+    "plain_plugin",
+    "plain_folded",
+    "onnxslim_raw",
+]
+SESSION_VARIANTS = ("plugin", "plugin_kernel_only", "plain_plugin")  # run by iabn_onnx.InferenceSession
 
 
 def _ort_options() -> ort.SessionOptions:
@@ -62,7 +79,7 @@ def _ort_options() -> ort.SessionOptions:
 
 
 def _session(variant: str, path: str):  # type: ignore[no-untyped-def]
-    if variant.startswith("plugin"):
+    if variant in SESSION_VARIANTS:
         import iabn_onnx
 
         return iabn_onnx.InferenceSession(path, _ort_options(), kernel_only=variant == "plugin_kernel_only")
@@ -81,6 +98,12 @@ def _constants_folded(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     onnxscript.optimizer.fold_constants(out)
     return out
+
+
+def _conv_inputs_computed(model: onnx.ModelProto) -> int:
+    """Conv weight/bias inputs that a node computes (rather than an initializer holding them)."""
+    produced = {o: n.op_type for n in model.graph.node for o in n.output}
+    return sum(1 for n in model.graph.node if n.op_type == "Conv" for name in n.input[1:] if name in produced)
 
 
 def export_all(name: str, workdir: Path) -> dict:
@@ -108,9 +131,11 @@ def export_all(name: str, workdir: Path) -> dict:
     facts["fold_s"] = sorted(fold_times)[1]
     facts["inplace_abn_nodes"] = sum(n.op_type == "InplaceABN" for n in plugin.graph.node)
     facts["folded_into"] = {}
-    for _, how in report.folded:  # "into Conv 'name'", "into BatchNormalization", "into per-channel Mul + Add"
+    for _, how in report.folded:  # "into Conv 'name'"
         kind = how.removeprefix("into ").split(" '")[0]
         facts["folded_into"][kind] = facts["folded_into"].get(kind, 0) + 1
+    for _, form, _ in report.rewritten:  # BatchNormalization, per-channel Mul + Add
+        facts["folded_into"][form] = facts["folded_into"].get(form, 0) + 1
     torch_opt = torch.onnx.export(bn_net, (x,), dynamo=True, optimize=True, dynamic_shapes=dynamic).model_proto
     torch_raw = torch.onnx.export(bn_net, (x,), dynamo=True, optimize=False, dynamic_shapes=dynamic).model_proto
     facts["raw_export_batchnorm_left"] = {
@@ -118,12 +143,26 @@ def export_all(name: str, workdir: Path) -> dict:
         "onnxslim": _count(onnxslim.slim(torch_raw), "BatchNormalization"),
     }
     torch_bn = _constants_folded(torch_raw)
+    converted = iabn_onnx.convert(torch_raw)
+    plain_folded, plain_report = iabn_onnx.passes.fold.fold_with_report(converted)
+    facts["plain_export"] = {
+        "inplace_abn_nodes": _count(converted, "InplaceABN"),
+        "folded_into_producers": len(plain_report.folded),
+        "rewritten": len(plain_report.rewritten),
+        "left": len(plain_report.left),
+        "constant_nodes_evaluated": plain_report.constants,
+        "ops_left": {op: _count(plain_folded, op) for op in ("Expand", "CastLike", "Shape", "Constant")},
+        "conv_inputs_from_subgraphs": _conv_inputs_computed(plain_folded),
+    }
     models = {
         "torch_export_opt": torch_opt,
         "plugin": plugin,
         "folded": folded,
         "onnxoptimizer": onnxoptimizer.optimize(torch_bn, ["fuse_bn_into_conv"]),
         "onnxslim": onnxslim.slim(torch_bn),
+        "plain_plugin": converted,
+        "plain_folded": plain_folded,
+        "onnxslim_raw": onnxslim.slim(torch_raw),
     }
     facts["batchnorm_nodes_before"] = _count(torch_bn, "BatchNormalization")
     facts["batchnorm_nodes_left"] = {k: _count(m, "BatchNormalization") for k, m in models.items()}
@@ -180,7 +219,7 @@ if variant == "torch_eager":
     torch.set_grad_enabled(False)
     net = torch.load(path, weights_only=False)
     run = lambda: net(torch.from_numpy(x))
-elif variant.startswith("plugin"):
+elif variant in {session_variants!r}:
     import onnxruntime as ort
     import iabn_onnx
     so = ort.SessionOptions()
@@ -217,7 +256,13 @@ def _side(name: str) -> int:
 
 def fresh_process(name: str, workdir: Path, variant: str, batch: int) -> tuple[float, float]:
     """Peak RSS (MB) and start-up plus first run (s) of one variant in a fresh process."""
-    code = RSS_CHILD.format(variant=variant, path=_model_path(workdir, name, variant), batch=batch, side=_side(name))
+    code = RSS_CHILD.format(
+        variant=variant,
+        path=_model_path(workdir, name, variant),
+        batch=batch,
+        side=_side(name),
+        session_variants=SESSION_VARIANTS,
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=CLEAN_ENV)
     rss, startup = out.stdout.strip().splitlines()[-1].split()
     return float(rss), float(startup)
@@ -311,6 +356,9 @@ def main(argv: list[str] | None = None) -> dict:
                         f"  start-up {startup.get(v, float('nan')):.2f} s"
                     )
     results["machine"] = machine()
+    from benchmarks.timing import environment
+
+    results["environment"] = environment()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

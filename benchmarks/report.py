@@ -27,6 +27,9 @@ NET_VARIANTS = [
     "folded",
     "onnxoptimizer",
     "onnxslim",
+    "plain_plugin",
+    "plain_folded",
+    "onnxslim_raw",
 ]
 ANCHOR = "torch_export_opt"
 
@@ -40,7 +43,11 @@ def networks_table(data: dict) -> list[str]:
     lines = ["| network | batch | " + " | ".join(NET_VARIANTS) + " |", "|---|---|" + "---|" * len(NET_VARIANTS)]
     for name, net in data["networks"].items():
         for run in net["runs"]:
-            cells = [f"{run['median_s'][v] * 1e3:.1f} ms ({run['ratio_to_' + ANCHOR][v]:.2f}×)" for v in NET_VARIANTS]
+            ratios = run["ratio_to_" + ANCHOR]
+        cells = [
+            f"{run['median_s'][v] * 1e3:.1f} ms ({ratios[v]:.2f}×)" if v in run["median_s"] else "n/a"
+            for v in NET_VARIANTS
+        ]
             lines.append(f"| {name} | {run['batch']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -195,13 +202,30 @@ def churn_lines(data: dict) -> list[str]:
     return lines
 
 
+def taken_on(data: dict) -> str:
+    """The machine and versions a results file was taken with (recorded since the third release)."""
+    env = data.get("environment")
+    if not env:
+        return "_Taken on: not recorded (this file predates version recording)._"
+    v = env["versions"]
+    names = ("onnx", "onnxruntime", "onnxruntime-extensions", "ml_dtypes", "numpy", "torch")
+    listed = ", ".join(f"{n} {v[n]}" for n in names if v.get(n))
+    return f"_Taken on: {env['cores']} cores, {env['cpu']}; Python {env['python']}, {listed}._"
+
+
 def startup_lines(data: dict) -> list[str]:
     loaded = ", ".join(data["import_loaded"]) or "none of torch, numba, onnxruntime-extensions"
-    return [
+    help_loaded = data.get("cli_help_loaded")
+    lines = [
         f"`import iabn_onnx` adds {data['import_iabn_onnx_extra_s']:.2f} s to `import onnx, onnxruntime` "
         f"({data['import_onnx_onnxruntime_s']:.2f} s; torch installed: {'yes' if data['torch_installed'] else 'no'}) "
-        f"and loads {loaded}; `iabn-onnx --help` takes {data['cli_help_s']:.2f} s (medians of fresh processes)."
+        f"and loads {loaded}; `iabn-onnx --help` takes {data['cli_help_s']:.2f} s"
+        + (f" and loads {', '.join(help_loaded) or 'neither onnx nor numpy'}" if help_loaded is not None else "")
+        + " (medians of fresh processes)."
     ]
+    if "import_ml_dtypes_s" in data:
+        lines.append(f"`import ml_dtypes` (onnx imports it) takes {data['import_ml_dtypes_s']:.2f} s.")
+    return [" ".join(lines), "", taken_on(data)]
 
 
 def suite_lines(data: dict) -> list[str]:

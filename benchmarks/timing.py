@@ -47,3 +47,24 @@ def compile_package() -> None:
     root = Path(__file__).resolve().parent.parent
     for folder in ("iabn_onnx", "custom_ops"):
         compileall.compile_dir(root / folder, quiet=1)
+
+
+def environment() -> dict:
+    """Where a figure was taken: the machine and the versions it ran, read without importing them."""
+    import os
+    import platform
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("onnx", "onnxruntime", "onnxruntime-extensions", "numpy", "ml_dtypes", "torch", "numba"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "versions": versions}
