@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .torch_fallback import install_torch_fallback, uninstall_torch_fallback
 
 
-
 def _register_schema() -> None:
     """Importing the schema module registers the schema. When that module is what is importing
     onnx (it is half-initialized now), it registers the schema itself once it is complete."""
