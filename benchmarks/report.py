@@ -44,10 +44,10 @@ def networks_table(data: dict) -> list[str]:
     for name, net in data["networks"].items():
         for run in net["runs"]:
             ratios = run["ratio_to_" + ANCHOR]
-        cells = [
-            f"{run['median_s'][v] * 1e3:.1f} ms ({ratios[v]:.2f}×)" if v in run["median_s"] else "n/a"
-            for v in NET_VARIANTS
-        ]
+            cells = [
+                f"{run['median_s'][v] * 1e3:.1f} ms ({ratios[v]:.2f}×)" if v in run["median_s"] else "n/a"
+                for v in NET_VARIANTS
+            ]
             lines.append(f"| {name} | {run['batch']} | " + " | ".join(cells) + " |")
     return lines
 

@@ -222,7 +222,7 @@ def fold_constant_subgraphs(model: onnx.ModelProto, types: dict[str, TensorInfo]
         if node.domain in ("", "ai.onnx") and len(node.output) == 1 and node.output[0] not in graph_outputs:
             try:
                 result = evaluate(node)
-            except Exception:
+            except Exception:  # a malformed node is left as it is, for onnxruntime to report
                 result = None
         if result is None or (node.op_type != "Constant" and result.size > MAX_ELEMENTS):
             kept.append(node)
