@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     for kind, row in result["capability"].items():
         print(f"{kind:14s} " + "  ".join(f"{tool}: {verdict}" for tool, verdict in row.items()))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    from benchmarks.timing import environment
+
+    result["environment"] = environment()
     Path(args.json).write_text(json.dumps(result, indent=2))
     return result
 

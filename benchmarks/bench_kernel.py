@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["rows"].append({"case": label, **r, "goal_key": key, "goal": goal})
     print(f"cold start (import, session, first run, fresh process): {results['cold_start_s']:.2f} s (goal <= 3 s)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    from benchmarks.timing import environment
+
+    results["environment"] = environment()
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     return results

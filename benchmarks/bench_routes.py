@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{layout} {np.dtype(dtype).name:8s} {act:10s} {row['shape']!s:18s} {ratios}", flush=True)
     results = {"rows": rows, "onnxruntime": ort.__version__}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    from benchmarks.timing import environment
+
+    results["environment"] = environment()
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")
     return results

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["routes"][route] = {"rss_mb": marks, "growth_after_first_mb": last - first}
         print(f"{route:20s} RSS {marks} MB; growth after the first mark {last - first:.2f} MB")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    from benchmarks.timing import environment
+
+    results["environment"] = environment()
     Path(args.json).write_text(json.dumps(results, indent=2))
     return results
 

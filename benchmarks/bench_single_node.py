@@ -32,7 +32,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import iabn_onnx  # noqa: E402
-from benchmarks.timing import block_medians, repeats_for  # noqa: E402
+from benchmarks.timing import block_medians, environment, repeats_for  # noqa: E402
 from iabn_onnx.examples import native_equivalent, single_node_model  # noqa: E402
 from iabn_onnx.op.reference import inplace_abn_reference  # noqa: E402
 from iabn_onnx.op.schema import Activation, InplaceABNAttrs  # noqa: E402
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"rows": rows, "onnxruntime": ort.__version__}, f, indent=2)
+        json.dump({"rows": rows, "onnxruntime": ort.__version__, "environment": environment()}, f, indent=2)
     plot(rows, Path(args.png))
     print(f"wrote {args.json} and {args.png}")
     return rows

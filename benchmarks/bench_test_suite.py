@@ -17,12 +17,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "test_suite.json"))
     args = ap.parse_args(argv)
+    from benchmarks.timing import environment
+
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cores": os.cpu_count(),
         "summary": summary,
         "returncode": proc.returncode,
+        "environment": environment(),
     }
     print(json.dumps(results, indent=2))
     Path(args.json).write_text(json.dumps(results, indent=2))

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+sys.path.insert(0, str(ROOT))  # benchmarks.*, iabn_onnx from the checkout
 NET_VARIANTS = [
     "torch_eager",
     "torch_export_opt",
@@ -205,6 +207,10 @@ def churn_lines(data: dict) -> list[str]:
 def taken_on(data: dict) -> str:
     """The machine and versions a results file was taken with (recorded since the third release)."""
     env = data.get("environment")
+    if not env and "machine" in data:  # the second release recorded part of it
+        m = data["machine"]
+        listed = ", ".join(f"{n} {m[n]}" for n in ("onnx", "onnxruntime", "torch") if m.get(n))
+        return f"_Taken on: {m['cores']} cores, {m['cpu']}; Python {m['python']}, {listed}; ml_dtypes not recorded._"
     if not env:
         return "_Taken on: not recorded (this file predates version recording)._"
     v = env["versions"]
@@ -231,11 +237,24 @@ def startup_lines(data: dict) -> list[str]:
 def suite_lines(data: dict) -> list[str]:
     return [
         f"The default suite took {data['wall_s'] / 60:.1f} minutes on {data['cores']} cores and peaked at "
-        f"{data['peak_rss_mb'] / 1024:.1f} GiB resident in its largest process ({data['summary']})."
+        f"{data['peak_rss_mb'] / 1024:.1f} GiB resident in its largest process ({data['summary']}).",
+        "",
+        taken_on(data),
     ]
 
 
+def extras_lines(data: dict) -> list[str]:
+    from benchmarks.bench_install_size import PURPOSE
+
+    lines = ["| install | for | adds on disk |", "|---|---|---|"]
+    lines.append(f"| `pip install -e .` | {PURPOSE['']} | {data['base_mb']:.0f} MB in all |")
+    for extra, row in data["extras"].items():
+        lines.append(f'| `pip install -e ".[{extra}]"` | {PURPOSE[extra]} | {row["adds_mb"]:.0f} MB more |')
+    return lines
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "extras": ("install_size.json", extras_lines),
     "networks": ("networks.json", networks_table),
     "networks-footprint": ("networks.json", networks_footprint),
     "networks-summary": ("networks.json", networks_summary),
@@ -250,12 +269,20 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
 }
 
 
+#: blocks that end with the machine and versions their figures were taken with
+WITH_ENVIRONMENT = {"networks-summary", "fold", "single-node-summary", "kernel", "routes", "session-churn"}
+
+
 def render(name: str, results: Path = RESULTS) -> str:
     filename, fn = BLOCKS[name]
     path = results / filename
     if not path.exists():
         return f"(no results yet: benchmarks/results/{filename} is written by its benchmark script)"
-    return "\n".join(fn(json.loads(path.read_text())))
+    data = json.loads(path.read_text())
+    lines = fn(data)
+    if name in WITH_ENVIRONMENT:
+        lines = [*lines, "", taken_on(data)]
+    return "\n".join(lines)
 
 
 def block_pattern(name: str) -> re.Pattern[str]:

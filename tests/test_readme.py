@@ -2,8 +2,9 @@
 
 * The two set-up commands: the test command is exactly ``.ci/run``'s (CI runs it); the demo half of the
   first one runs here (the ``pip install`` halves are what CI's fresh install does).
-* Every ```python block runs in a fresh interpreter, from a scratch directory holding ``models/`` and ``tests/``; a line
-  ``print(...)    # expected`` must print ``expected``.
+* Every ```python block runs as a saved script (``python snippet.py``) from an empty temporary folder, with the
+  repository off ``sys.path``, as a user would run it: a snippet that needs the checkout's ``tests/`` or
+  ``models/`` fails. A line ``print(...)    # expected`` must print ``expected``.
 * Every other ```bash line runs in that scratch directory; benchmark scripts get flags that shrink them
   (fewer sizes, one repeat) and write their results to the scratch directory.
 """
@@ -42,6 +43,7 @@ SHRINK = {
     "benchmarks/bench_fold.py": "--layers 20 --repeat 1 --json f.json",
     "benchmarks/bench_session_churn.py": "--sessions 20 --json c.json",
     "benchmarks/bench_startup.py": "--repeat 1 --json st.json",
+    "benchmarks/bench_install_size.py": "--json i.json",
     "benchmarks/report.py": "--readme README.md",  # the scratch copy, not the repository's README
 }
 COMMANDS = [line for line in _bash_lines() if not line.startswith("pip install")]
@@ -77,10 +79,21 @@ def test_demo_runs(tmp_path):
     assert "InplaceABN nodes" in proc.stdout and "max |diff|" in proc.stdout
 
 
+def _outside_env() -> dict[str, str]:
+    """The environment without the repository on PYTHONPATH: the package comes from its install."""
+    env = dict(os.environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    return env
+
+
 @pytest.mark.parametrize("snippet", _blocks("python"), ids=lambda s: s.strip().splitlines()[0][:40])
 def test_python_snippet(snippet, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "snippet.py").write_text(snippet)
     proc = subprocess.run(
-        [sys.executable, "-c", snippet], cwd=_scratch(tmp_path), env=_env(), capture_output=True, text=True, timeout=600
+        [sys.executable, "snippet.py"], cwd=folder, env=_outside_env(), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr
     for expected in re.findall(r"^print\(.*\)\s+#\s+(.+)$", snippet, flags=re.M):

@@ -174,6 +174,19 @@ def _patched_modules(model: Any, modules: Mapping[type | str, Describe]) -> Iter
 
 
 @contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _mode(model: Any, training_mode: Any) -> Iterator[None]:
     """Apply torch.onnx.TrainingMode (default EVAL) for the export; always restore."""
     torch = _torch()
@@ -244,6 +257,10 @@ def export_torch(
         stack.enter_context(warnings.catch_warnings())
         # a training-mode export was asked for explicitly: torch's reminder to call eval() is noise
         warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+        # torch's own deprecation inside torch.export (not the user's code), and its exporter's notes that
+        # torchvision's ops are not registered (they concern models that use torchvision's ops)
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec.*LeafSpec")
+        stack.enter_context(_quiet_logger("torch.onnx._internal.exporter._registration"))
         try:
             program = torch.onnx.export(model, args, custom_translation_table=table, **kwargs)
         except Exception as exc:
