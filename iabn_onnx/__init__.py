@@ -16,6 +16,7 @@ from .op.names import DOMAIN, OP_TYPE, OPSET_VERSION
 
 if TYPE_CHECKING:
     from . import fluid
+    from .exporters.paddle_export import export_paddle
     from .exporters.torch_export import export_torch
     from .exporters.torch_replace import replace_with_batchnorm
     from .op.function import add_function_fallback
@@ -56,6 +57,7 @@ _LAZY = {
     "convert": ".passes.convert",
     "fold": ".passes.fold",
     "export_torch": ".exporters.torch_export",
+    "export_paddle": ".exporters.paddle_export",
     "replace_with_batchnorm": ".exporters.torch_replace",
     "install_torch_fallback": ".torch_fallback",
     "uninstall_torch_fallback": ".torch_fallback",
@@ -99,6 +101,7 @@ __all__ = [
     "ModelLoadError",
     "add_function_fallback",
     "convert",
+    "export_paddle",
     "export_torch",
     "fluid",
     "fold",

@@ -271,3 +271,32 @@ def read_combined(path: str, names: list[str]) -> dict[str, np.ndarray]:
             f"(last: {ordered[-1] if ordered else 'none'}); the file holds variables this program does not have"
         )
     return arrays
+
+
+def _encode_varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def record_bytes(array: np.ndarray) -> bytes:
+    """One LoDTensor record (the module doc's layout, no LoD), the inverse of ``read_record``."""
+    codes = {dtype: code for code, dtype in PADDLE_DTYPES.items()}
+    little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    code = codes.get(little.dtype)
+    if code is None:
+        raise CheckpointError(f"dtype {array.dtype} has no Paddle data_type")
+    desc = b"\x08" + _encode_varint(code) + b"".join(b"\x10" + _encode_varint(d) for d in little.shape)
+    header = struct.pack("<IQIi", 0, 0, 0, len(desc))
+    return header + desc + little.tobytes()
+
+
+def write_combined(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """A combined parameter file (``save_inference_model``'s ``.pdiparams``): the records sorted by name."""
+    with open(path, "wb") as fh:
+        for name in sorted(arrays):
+            fh.write(record_bytes(arrays[name]))

@@ -158,6 +158,25 @@ def _constant_value(node: NodeProto) -> np.ndarray | None:
     return None  # sparse_value, strings: left as they are
 
 
+def constants_to_initializers(model: onnx.ModelProto) -> int:
+    """In place: main-graph Constant nodes holding a tensor become initializers of the same name
+    (paddle2onnx writes every parameter as one); return how many. Graph outputs stay nodes."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    kept, moved = [], 0
+    for node in graph.node:
+        value = _constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+        if value is None or node.output[0] in outputs:
+            kept.append(node)
+            continue
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        moved += 1
+    if moved:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return moved
+
+
 def fold_constant_subgraphs(model: onnx.ModelProto, types: dict[str, TensorInfo], base_dir: str = "") -> int:
     """In place: evaluate the main graph's constant subgraphs into initializers (see the module
     doc); return how many nodes became initializers. ``types`` is ``type_table(model)``."""
@@ -236,4 +255,4 @@ def fold_constant_subgraphs(model: onnx.ModelProto, types: dict[str, TensorInfo]
     return folded
 
 
-__all__ = ["EVALUATORS", "MAX_ELEMENTS", "fold_constant_subgraphs"]
+__all__ = ["EVALUATORS", "MAX_ELEMENTS", "constants_to_initializers", "fold_constant_subgraphs"]
