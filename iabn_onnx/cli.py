@@ -182,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fold", action="store_true", help="fold the InplaceABN nodes into standard ops before writing")
     t.add_argument("--force", action="store_true", help="allow overwriting an existing output file")
     t.set_defaults(func="cmd_export_torch")
+
+    pd = sub.add_parser(
+        "export-paddle",
+        help="convert a Paddle saved inference model with inplace_abn ops to ONNX",
+        description="Read what save_inference_model wrote (a 2.x prefix such as infer/model, a __model__ or "
+        ".pdmodel file, or its folder; parameters in a combined file or one file per variable) and write ONNX "
+        "with one InplaceABN node per inplace_abn op.",
+    )
+    pd.add_argument(
+        "model", metavar="MODEL", help="the program: infer/model, infer/model.pdmodel, dir/__model__ or dir"
+    )
+    pd.add_argument("params", metavar="PARAMS", nargs="?", help="the combined parameter file, when not beside it")
+    pd.add_argument("-o", "--output", required=True, help="where to write the ONNX model")
+    pd.add_argument("--fold", action="store_true", help="fold the InplaceABN nodes into standard ops before writing")
+    pd.add_argument("--no-function", action="store_true", help="do not embed the InplaceABN function")
+    pd.add_argument("--force", action="store_true", help="allow overwriting an existing output file")
+    pd.set_defaults(func="cmd_export_paddle")
     return p
 
 

@@ -639,3 +639,31 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+# -- export-paddle -------------------------------------------------------------------
+def cmd_export_paddle(args: argparse.Namespace) -> int:
+    from .exporters.paddle_export import PaddleExportError, export_paddle
+    from .fluid.checkpoint import CheckpointError
+    from .fluid.program_desc import ProgramError
+
+    _check_output_path(args.output, True, None)
+    if os.path.exists(args.output) and not args.force:
+        raise CliError(f"{args.output} exists (pass --force to overwrite it)", EXIT_USAGE)
+    _progress(f"converting {args.model}")
+    try:
+        model = export_paddle(args.model, args.params, function_fallback=not args.no_function)
+    except (FileNotFoundError, ProgramError, CheckpointError, PaddleExportError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    nodes = sum(is_inplace_abn(n) for n in model.graph.node)
+    lines = [f"exported {args.model}: {nodes} InplaceABN node(s), {len(model.graph.node)} nodes in all"]
+    if args.fold:
+        from .passes.fold import fold_with_report
+
+        model, report = fold_with_report(model)
+        lines.extend(report.lines())
+    _save_atomic(model, args.output, True)
+    for line in lines:
+        print(line)
+    print(f"wrote {args.output}")
+    return EXIT_OK

@@ -11,6 +11,12 @@ import changed::
     hidden3 = fluid.layers.inplace_abn(input=hidden2, act='leaky_relu', act_alpha=0.2)
     model = fluid.to_onnx(fetch_list=[hidden3], for_test=False)   # -> onnx.ModelProto
 
+Saved inference models run as in Paddle, on onnxruntime (``executor.py``)::
+
+    exe = fluid.Executor(fluid.CPUPlace())
+    [program, feed_names, fetch_targets] = fluid.io.load_inference_model("infer", exe)
+    (y,) = exe.run(program, feed={feed_names[0]: x}, fetch_list=fetch_targets)
+
 Paddle checkpoint files load as in Paddle: ``fluid.load(program, "path/model")``
 (``.pdparams``), ``fluid.io.load_params(None, dirname)`` and
 ``fluid.io.load_persistables(None, dirname, filename=...)`` (per-variable files or a
@@ -30,6 +36,7 @@ import onnx
 
 from . import io, layers
 from .checkpoint import CheckpointError
+from .executor import CPUPlace, CUDAPlace, Executor, default_startup_program, global_scope
 from .io import load
 from .layers import static_data as data  # fluid.data; fluid.layers.data is Paddle 1.x's (adds a batch dim)
 from .program import (
@@ -86,13 +93,18 @@ def parameters(program: Program | None = None) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "CPUPlace",
+    "CUDAPlace",
     "CheckpointError",
+    "Executor",
     "FluidError",
     "ParamAttr",
     "Program",
     "Variable",
     "data",
     "default_main_program",
+    "default_startup_program",
+    "global_scope",
     "initializer",
     "io",
     "layers",

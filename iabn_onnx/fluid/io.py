@@ -117,3 +117,17 @@ def load(
 
 
 __all__ = ["CheckpointError", "load", "load_params", "load_persistables", "load_vars"]
+
+
+def load_inference_model(
+    dirname: str | os.PathLike[str],
+    executor: Any = None,
+    model_filename: str | None = None,
+    params_filename: str | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """Paddle's ``fluid.io.load_inference_model``: ``[program, feed_target_names, fetch_targets]``
+    (``executor.py``; the program runs with ``fluid.Executor``)."""
+    from .executor import load_inference_model as load
+
+    return load(dirname, executor, model_filename, params_filename, **kwargs)
