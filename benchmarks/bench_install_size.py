@@ -19,7 +19,8 @@ sys.path.insert(0, str(ROOT))
 PURPOSE = {
     "": "the operator, sessions, fold, convert, the fluid layers, the CLI",
     "torch": "export_torch, the torch fallback, replace_with_batchnorm, export-torch",
-    "bench": "the benchmark scripts",
+    "paddle": "export_paddle, fluid.io.load_inference_model, export-paddle (paddle2onnx 1.3.1; no Paddle)",
+    "bench": "the benchmark scripts (bench_paddle.py also needs paddlepaddle 2.6.2)",
     "test": "the test suite (it runs every README command, so the benchmark tools too)",
 }
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.timing import environment
 
     results: dict = {"base_mb": size_mb(base), "extras": {}, "environment": environment()}
-    for extra in ("torch", "bench", "test"):
+    for extra in ("torch", "paddle", "bench", "test"):
         added = closure({n for n, e in reqs if e == extra}) - base
         results["extras"][extra] = {
             "adds_mb": size_mb(added),

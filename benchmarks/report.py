@@ -243,6 +243,28 @@ def suite_lines(data: dict) -> list[str]:
     ]
 
 
+def paddle_lines(data: dict) -> list[str]:
+    from benchmarks.bench_paddle import ANCHOR, VARIANTS
+
+    net = data["network"]
+    lines = [
+        f"ResNet-style CNN ({data['inplace_abn_nodes']} inplace_abn ops, width {net['width']}, "
+        f"{net['side']}×{net['side']} input); ms per run (× `{ANCHOR}`), largest difference from Paddle's "
+        "executor relative to its largest output:",
+        "",
+        "| batch | " + " | ".join(VARIANTS) + " |",
+        "|---|" + "---|" * len(VARIANTS),
+    ]
+    for run in data["runs"]:
+        ratios, diffs = run["ratio_to_" + ANCHOR], run["max_rel_diff_vs_paddle"]
+        cells = [f"{run['median_s'][v] * 1e3:.2f} ms ({ratios[v]:.2f}×), {diffs[v]:.0e}" for v in VARIANTS]
+        lines.append(f"| {run['batch']} | " + " | ".join(cells) + " |")
+    env = data.get("environment", {})
+    if "paddlepaddle" in env:
+        lines += ["", f"Paddle: paddlepaddle {env['paddlepaddle']}."]
+    return lines
+
+
 def extras_lines(data: dict) -> list[str]:
     from benchmarks.bench_install_size import PURPOSE
 
@@ -255,6 +277,7 @@ def extras_lines(data: dict) -> list[str]:
 
 BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "extras": ("install_size.json", extras_lines),
+    "paddle": ("paddle.json", paddle_lines),
     "networks": ("networks.json", networks_table),
     "networks-footprint": ("networks.json", networks_footprint),
     "networks-summary": ("networks.json", networks_summary),
@@ -270,7 +293,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
 
 
 #: blocks that end with the machine and versions their figures were taken with
-WITH_ENVIRONMENT = {"networks-summary", "fold", "single-node-summary", "kernel", "routes", "session-churn"}
+WITH_ENVIRONMENT = {"paddle", "networks-summary", "fold", "single-node-summary", "kernel", "routes", "session-churn"}
 
 
 def render(name: str, results: Path = RESULTS) -> str:

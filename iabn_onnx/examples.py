@@ -199,3 +199,13 @@ def chain_model(layers: int = 200, channels: int = 64, image: int = 8, seed: int
         inits,
     )
     return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), opset_import()])
+
+
+def paddle_example_model() -> str:
+    """The path prefix of a small Paddle saved inference model with four ``inplace_abn`` ops, as Paddle
+    <= 2.5 wrote them (``<prefix>.pdmodel`` + ``<prefix>.pdiparams``; conv, residual add, concat, pool,
+    fc; input ``x`` [N, 3, 8, 8]). It is ``tests/paddle_fixtures/programs/cnn``, written by Paddle 2.6.2
+    (``make_program_fixtures.py``)."""
+    from pathlib import Path
+
+    return str(Path(__file__).parent / "example_models" / "paddle_cnn" / "model")

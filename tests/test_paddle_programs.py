@@ -236,3 +236,11 @@ def test_cli_failures_are_one_line_exit_2(tmp_path, make, message):
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_packaged_example_is_the_fixture():
+    from iabn_onnx.examples import paddle_example_model
+
+    prefix = Path(paddle_example_model())
+    for suffix in (".pdmodel", ".pdiparams"):
+        assert prefix.with_suffix(suffix).read_bytes() == (PROGRAMS / "cnn" / "model").with_suffix(suffix).read_bytes()
