@@ -13,7 +13,7 @@ alternating blocks (medians), batch 1 and 8:
 
 Needs paddlepaddle 2.6.2 (``pip install paddlepaddle==2.6.2``) beside the ``[paddle]`` extra.
 
-    python benchmarks/bench_paddle.py [--batches 1 8] [--repeat 40] [--json benchmarks/results/paddle.json]
+    python benchmarks/bench_paddle.py [--batches 1 8] [--repeat 100] [--json benchmarks/results/paddle.json]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def build(width: int, side: int):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--repeat", type=int, default=40, help="timed calls per variant (batch 8 uses half)")
+    ap.add_argument("--repeat", type=int, default=100, help="timed calls per variant (batch 8 uses half)")
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--side", type=int, default=112)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "paddle.json"))
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
             scale = max(float(np.max(np.abs(reference))), 1.0)
             diffs = {k: float(np.max(np.abs(fn() - reference))) / scale for k, fn in calls.items()}
             repeat = max(3, args.repeat // (2 if batch > 1 else 1))
-            medians = block_medians(calls, repeat, blocks=min(5, repeat), warmup=1)
+            medians = block_medians(calls, repeat, blocks=min(5, repeat), warmup=3)
             run = {
                 "batch": batch,
                 "median_s": medians,
