@@ -230,7 +230,7 @@ def startup_lines(data: dict) -> list[str]:
         + " (medians of fresh processes)."
     ]
     if "import_ml_dtypes_s" in data:
-        lines.append(f"`import ml_dtypes` (onnx imports it) takes {data['import_ml_dtypes_s']:.2f} s.")
+        lines.append(f"`import ml_dtypes` (onnx imports it; numpy included) takes {data['import_ml_dtypes_s']:.2f} s.")
     return [" ".join(lines), "", taken_on(data)]
 
 
