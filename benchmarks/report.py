@@ -21,18 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT))  # benchmarks.*, iabn_onnx from the checkout
-NET_VARIANTS = [
-    "torch_eager",
-    "torch_export_opt",
-    "plugin",
-    "plugin_kernel_only",
-    "folded",
-    "onnxoptimizer",
-    "onnxslim",
-    "plain_plugin",
-    "plain_folded",
-    "onnxslim_raw",
-]
+
+
+def _net_variants() -> list[str]:
+    from benchmarks.bench_networks import VARIANTS
+
+    return VARIANTS
+
+
+NET_VARIANTS = _net_variants()
 ANCHOR = "torch_export_opt"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import CheckpointError, read_combined, read_pdparams, read_variable_files
+from .executor import load_inference_model  # Paddle's fluid.io.load_inference_model (executor.py)
 from .program import Program, Variable, default_main_program
 
 
@@ -116,18 +117,4 @@ def load(
     _apply(program, arrays, names, source)
 
 
-__all__ = ["CheckpointError", "load", "load_params", "load_persistables", "load_vars"]
-
-
-def load_inference_model(
-    dirname: str | os.PathLike[str],
-    executor: Any = None,
-    model_filename: str | None = None,
-    params_filename: str | None = None,
-    **kwargs: Any,
-) -> list[Any]:
-    """Paddle's ``fluid.io.load_inference_model``: ``[program, feed_target_names, fetch_targets]``
-    (``executor.py``; the program runs with ``fluid.Executor``)."""
-    from .executor import load_inference_model as load
-
-    return load(dirname, executor, model_filename, params_filename, **kwargs)
+__all__ = ["CheckpointError", "load", "load_inference_model", "load_params", "load_persistables", "load_vars"]

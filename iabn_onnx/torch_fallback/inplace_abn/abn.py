@@ -88,6 +88,13 @@ class ABN(nn.Module):
         keep = not self.training or self.track_running_stats
         return (self.running_mean if keep else None), (self.running_var if keep else None)
 
+    def _functional_args(self) -> tuple[Any, ...]:
+        """The arguments after ``x`` of mapillary's ``inplace_abn`` / ``inplace_abn_sync`` for this step."""
+        momentum, training = self._get_momentum_and_training()
+        running_mean, running_var = self._get_running_stats()
+        return (self.weight, self.bias, running_mean, running_var, training, momentum, self.eps, self.activation,
+                self.activation_param)  # fmt: skip
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         momentum, training = self._get_momentum_and_training()
         running_mean, running_var = self._get_running_stats()
@@ -138,20 +145,7 @@ class InPlaceABN(ABN):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, activation, activation_param)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        momentum, training = self._get_momentum_and_training()
-        running_mean, running_var = self._get_running_stats()
-        return inplace_abn(
-            x,
-            self.weight,
-            self.bias,
-            running_mean,
-            running_var,
-            training,
-            momentum,
-            self.eps,
-            self.activation,
-            self.activation_param,
-        )
+        return inplace_abn(x, *self._functional_args())
 
 
 class InPlaceABNSync(ABN):
@@ -176,21 +170,7 @@ class InPlaceABNSync(ABN):
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        momentum, training = self._get_momentum_and_training()
-        running_mean, running_var = self._get_running_stats()
-        return inplace_abn_sync(
-            x,
-            self.weight,
-            self.bias,
-            running_mean,
-            running_var,
-            training,
-            momentum,
-            self.eps,
-            self.activation,
-            self.activation_param,
-            self.group,
-        )
+        return inplace_abn_sync(x, *self._functional_args(), self.group)
 
 
 __all__ = ["ABN", "InPlaceABN", "InPlaceABNSync"]
