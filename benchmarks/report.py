@@ -53,7 +53,9 @@ def networks_table(data: dict) -> list[str]:
 
 def networks_footprint(data: dict) -> list[str]:
     counts = {len(p) for net in data["networks"].values() for p in net.get("fresh_processes", {}).values()}
-    lines = [f"Fresh processes per variant: {', '.join(map(str, sorted(counts))) or 'none'}.", ""] + [
+    lines = [
+        f"Fresh processes per variant: {', '.join(map(str, sorted(counts))) or 'none'}.",
+        "",
         "| network | InplaceABN nodes | fold time | variant | peak RSS, batch 8 | start-up + first run |",
         "|---|---|---|---|---|---|",
     ]
