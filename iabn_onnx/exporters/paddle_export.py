@@ -47,6 +47,7 @@ import onnx
 from onnx import helper
 
 from ..fluid.checkpoint import CheckpointError, read_combined, read_variable_files, write_combined
+from ..fluid.layers import PADDLE_EPSILON_RANGE
 from ..fluid.program_desc import OpDesc, ProgramDesc, ProgramError, read_program
 from ..graph import ensure_opset_import
 from ..op.function import add_function_fallback
@@ -68,7 +69,6 @@ PADDLE_DOMAIN = "Paddle"
 PADDLE_OP = "inplace_abn"
 ACTIVATIONS = {"": Activation.IDENTITY, "identity": Activation.IDENTITY, "leaky_relu": Activation.LEAKY_RELU,
                "elu": Activation.ELU}  # fmt: skip
-EPSILON_RANGE = (0.0, 1e-3)  # InplaceABNOpMaker's check
 DEFAULT_ALPHA = 0.1
 CHILD_TIMEOUT_S = 600
 
@@ -168,7 +168,8 @@ def plan_op(op: OpDesc, path: str) -> AbnPlan:
         )
     act = ACTIVATIONS[activation]
     epsilon = float(op.attrs.get("epsilon", 1e-5))
-    if not np.float32(EPSILON_RANGE[0]) <= np.float32(epsilon) <= np.float32(EPSILON_RANGE[1]):  # float, as Paddle
+    lo, hi = PADDLE_EPSILON_RANGE  # InplaceABNOpMaker's check
+    if not np.float32(lo) <= np.float32(epsilon) <= np.float32(hi):  # float, as Paddle
         raise PaddleExportError(f"{where}: epsilon {epsilon:g} is outside Paddle's [0, 0.001]")
     layout = op.attrs.get("data_layout", "NCHW")
     layout = "NCHW" if layout == "AnyLayout" else layout

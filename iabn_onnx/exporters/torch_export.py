@@ -51,9 +51,7 @@ from .torch_modules import (
     InplaceABNParams,
     NodePlan,
     TorchExportError,
-    builtin_params,
-    custom_params,
-    find_custom,
+    module_params,
     plan_node,
 )
 
@@ -128,13 +126,6 @@ def apply_node(x: Any, params: InplaceABNParams, plan: NodePlan) -> Any:
     return torch.relu(y) if plan.relu_after else y
 
 
-def _module_params(where: str, module: Any, modules: Mapping[type | str, Describe]) -> InplaceABNParams | str | None:
-    describe = find_custom(module, modules)
-    if describe is not None:
-        return custom_params(module, describe, where)
-    return builtin_params(module)
-
-
 def _forward(params: InplaceABNParams, plan: NodePlan) -> Callable[[Any], Any]:
     def forward(x: Any) -> Any:
         return apply_node(x, params, plan)
@@ -154,7 +145,7 @@ def _patched_modules(model: Any, modules: Mapping[type | str, Describe]) -> Iter
     try:
         for path, module in model.named_modules():
             where = f"{path or '<root>'} ({type(module).__name__})"
-            params = _module_params(where, module, modules)
+            params = module_params(where, module, modules)
             if params is None:
                 continue
             if isinstance(params, str):

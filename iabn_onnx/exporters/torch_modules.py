@@ -137,6 +137,15 @@ def find_custom(module: Any, modules: Mapping[type | str, Describe]) -> Describe
     return None
 
 
+def module_params(where: str, module: Any, modules: Mapping[type | str, Describe]) -> InplaceABNParams | str | None:
+    """What a module computes: by the caller's ``modules=`` description first, else by recognition;
+    a reason for a near miss (named like InplaceABN, attributes off); None for any other module."""
+    describe = find_custom(module, modules)
+    if describe is not None:
+        return custom_params(module, describe, where)
+    return builtin_params(module)
+
+
 @dataclass(frozen=True)
 class NodePlan:
     """How one module or call becomes an InplaceABN node (and maybe a Relu after it)."""

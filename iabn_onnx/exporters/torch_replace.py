@@ -11,14 +11,13 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from .torch_modules import Describe, InplaceABNParams, TorchExportError, builtin_params, custom_params, find_custom
+from .torch_modules import Describe, InplaceABNParams, TorchExportError, module_params
 
 _BATCHNORMS = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
 
 
 def _params(where: str, module: Any, modules: Mapping[type | str, Describe]) -> InplaceABNParams | None:
-    describe = find_custom(module, modules)
-    params = custom_params(module, describe, where) if describe is not None else builtin_params(module)
+    params = module_params(where, module, modules)
     if isinstance(params, str):
         raise TorchExportError(f"{where}: named like InplaceABN but not recognized: {params}")
     return params
