@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -124,11 +124,15 @@ def fresh_name(used: set[str], base: str) -> str:
 _SHAPE_DATA_LIMIT = 64
 
 
-def infer_shapes_light(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes_light(
+    model: onnx.ModelProto, stand_in: Callable[[onnx.NodeProto], list[onnx.NodeProto] | None] | None = None
+) -> onnx.ModelProto:
     """onnx shape inference on a weight-free view of model (inferred types and shapes only).
 
     Serializing a 100 MB model for ``infer_shapes`` dominated fold and session
     start-up; the result here has the same value_info without the big tensors.
+    ``stand_in(node)``: the nodes inference sees in place of ``node`` (None: the node itself),
+    in every graph of the view.
     """
     from onnx import helper
 
@@ -152,6 +156,11 @@ def infer_shapes_light(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer.append(tensor)
         elif tensor.name not in declared:
             graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    if stand_in is not None:
+        for g in graphs(graph):  # lazily: a subgraph is reached in its parent's new node list
+            nodes = [replacement for node in g.node for replacement in (stand_in(node) or [node])]
+            del g.node[:]
+            g.node.extend(nodes)
     try:
         return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False)
     except Exception:  # inference is a best effort: callers treat unknown shapes as unknown

@@ -329,6 +329,20 @@ def _infer(ctx: onnx.shape_inference.InferenceContext) -> None:
                 ctx.set_output_type(i, mean_type)
 
 
+def typing_stand_in(node: NodeProto) -> list[NodeProto]:
+    """Standard ops that shape inference types exactly as ``_infer`` types ``node``, without the
+    attribute checks: Y like X, the running statistics like mean. For callers that check nodes
+    themselves (``validation.type_table``): onnx's call into a Python inference function costs
+    about 0.14 ms a node (DenseNet-121's 121 nodes: 17 of its 31 ms of inference)."""
+    outputs = bound_outputs(node)
+    sources = [0] + [3] * (len(outputs) - 1)  # Y from X; running mean and var from mean
+    return [
+        helper.make_node("Identity", [node.input[src]], [out])
+        for out, src in zip(outputs, sources)
+        if out and src < len(node.input) and node.input[src]
+    ]
+
+
 def _type_string(elem_type: int) -> str:
     return {
         TensorProto.FLOAT16: "tensor(float16)",

@@ -23,6 +23,7 @@ from .schema import (
     bound_outputs,
     node_display_name,
     shape_faults,
+    typing_stand_in,
 )
 
 
@@ -50,8 +51,12 @@ class TensorInfo:
 
 def type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """Element types and shapes of every named value onnx can infer."""
-    with attribute_checks_off():  # check_node reports invalid attributes, naming the node
-        inferred = infer_shapes_light(model)
+
+    def stand_in(node: NodeProto) -> list[NodeProto] | None:  # check_node judges the node itself
+        return typing_stand_in(node) if node.domain == DOMAIN and node.op_type == OP_TYPE else None
+
+    with attribute_checks_off():  # for InplaceABN calls inside model-local functions
+        inferred = infer_shapes_light(model, stand_in)
     table: dict[str, TensorInfo] = {}
     graph = inferred.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:

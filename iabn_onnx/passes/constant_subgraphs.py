@@ -221,14 +221,15 @@ def fold_constant_subgraphs(model: onnx.ModelProto, types: dict[str, TensorInfo]
             if shape is None:
                 return None
             return _shape(node, shape) if op == "Shape" else np.array(int(np.prod(shape)), np.int64)
-        data = [value(name) if name else None for name in node.input]
         if op == "CastLike":
             target = elem_type(node.input[1]) if len(node.input) > 1 else None
-            if data[0] is None or target not in _NUMERIC:
-                return None
-            return _cast(data[0], target)  # type: ignore[arg-type]
+            x = value(node.input[0]) if target in _NUMERIC else None
+            return None if x is None else _cast(x, target)  # type: ignore[arg-type]
         evaluator = EVALUATORS.get(op)
-        if evaluator is None or any(d is None for name, d in zip(node.input, data) if name):
+        if evaluator is None:  # before reading any input: most nodes are not evaluated
+            return None
+        data = [value(name) if name else None for name in node.input]
+        if any(d is None for name, d in zip(node.input, data) if name):
             return None
         if op == "Cast" and int(_attr(node, "to")) not in _NUMERIC:  # type: ignore[arg-type]
             return None

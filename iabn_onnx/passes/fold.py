@@ -46,12 +46,14 @@ from .activation import activation_nodes
 from .constant_subgraphs import fold_constant_subgraphs
 from .fold_conv import rule_conv, rule_conv_transpose
 from .fold_gemm import rule_gemm
-from .fold_match import match_node
+from .fold_match import FoldMatch, match_node
 from .fold_matmul import rule_matmul
-from .graph_index import GraphIndex, rename_output, replace_node, sole_consumer_reason
+from .graph_index import GraphIndex, rename_output, sole_consumer_reason
 from .per_channel import per_channel_nodes
 
 PRODUCER_RULES = (rule_conv, rule_conv_transpose, rule_gemm, rule_matmul)
+#: the op types X may come from for a producer rule to apply (an Add: MatMul + Add)
+PRODUCER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"})
 
 
 @dataclass
@@ -96,90 +98,67 @@ def fold_with_report(
     return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
 
-def fold_into_producers(
-    model: onnx.ModelProto,
-    types: dict[str, TensorInfo],
-    base_dir: str = "",
-    leave: Callable[[NodeProto], str | None] | None = None,
-) -> FoldReport:
-    """The runtime's fold, in place: frozen nodes into their Conv/ConvTranspose/Gemm/MatMul only.
-
-    ``types`` is the caller's ``type_table(model)``, so shape inference runs once per session;
-    the caller owns ``model`` (the session's own copy) and has validated its nodes. ``base_dir``
-    is where tensors kept as external data are; ``leave(node)`` gives a reason to leave a node as it is.
-    """
-    return _fold(model, types, True, True, in_place=True, base_dir=base_dir, leave=leave)[1]
+def fold_into_producer(g: GraphIndex, m: FoldMatch) -> tuple[list[NodeProto], str] | str:
+    """Fold one matched node into the layer that produces its X, through the index (rewriting the
+    producer in place): the nodes that take the node's place and "into <producer>", or why no
+    producer rule applies."""
+    x, y = m.node.input[0], m.node.output[0]
+    producer = g.producer.get(x)
+    no_producer = _no_producer_reason(g, x, producer)
+    if no_producer is not None:
+        return no_producer
+    assert producer is not None
+    for rule in PRODUCER_RULES:
+        result = rule(g, m, producer)
+        if isinstance(result, str):
+            if _rule_op(rule) == producer.op_type:
+                no_producer = result
+            continue
+        how = f"into {result()}"
+        if m.attrs.act is Activation.IDENTITY:
+            rename_output(g, x, y)
+            return [], how
+        return activation_nodes(g, m, x, y), how
+    return no_producer or f"'{x}' comes from {producer.op_type}, not Conv/ConvTranspose/Gemm/MatMul"
 
 
 def _fold(
-    model: onnx.ModelProto,
-    types: dict[str, TensorInfo],
-    into_producers_only: bool,
-    keep_invalid: bool,
-    in_place: bool = False,
-    base_dir: str = "",
-    leave: Callable[[NodeProto], str | None] | None = None,
+    model: onnx.ModelProto, types: dict[str, TensorInfo], into_producers_only: bool, keep_invalid: bool
 ) -> tuple[onnx.ModelProto, FoldReport]:
-    if in_place:
-        out = model
-    else:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
     report = FoldReport()
-    if not in_place:  # the session's lowering has evaluated them already
-        report.constants = fold_constant_subgraphs(out, types, base_dir)
-    graph = out.graph
-    g = GraphIndex(graph, types, base_dir)
-    for node in list(graph.node):
+    report.constants = fold_constant_subgraphs(out, types)
+    g = GraphIndex(out.graph, types)
+    for node in g.nodes:
         if not is_inplace_abn(node):
-            continue
-        why = leave(node) if leave is not None else None
-        if why is not None:
-            report.left.append((node_display_name(node), why))
             continue
         m = match_node(g, node, keep_invalid)
         if isinstance(m, str):
             report.left.append((node_display_name(node), m))
             continue
-        x, y = node.input[0], node.output[0]
-        new_nodes: list[NodeProto] | None = None
-        producer = g.producer.get(x)
-        no_producer = _no_producer_reason(g, x, producer)
-        if no_producer is None:
-            for rule in PRODUCER_RULES:
-                result = rule(g, m, producer)
-                if isinstance(result, str):
-                    if _rule_op(rule) == producer.op_type:  # type: ignore[union-attr]
-                        no_producer = result
-                    continue
-                how = result()
-                if m.attrs.act is Activation.IDENTITY:
-                    rename_output(g, x, y)
-                    new_nodes = []
-                else:
-                    new_nodes = activation_nodes(g, m, x, y)
-                report.folded.append((m.name, f"into {how}"))
-                break
-            else:
-                no_producer = no_producer or f"'{x}' comes from {producer.op_type}, not Conv/ConvTranspose/Gemm/MatMul"  # type: ignore[union-attr]
-        if new_nodes is None and into_producers_only:
-            report.left.append((m.name, f"no producer fold: {no_producer}"))
+        folded = fold_into_producer(g, m)
+        if not isinstance(folded, str):
+            g.replace(node, folded[0])
+            report.folded.append((m.name, folded[1]))
             continue
-        if new_nodes is None:
-            dtype = helper.np_dtype_to_tensor_dtype(m.dtype)
-            if batchnorm_form.check(m.attrs, dtype, g.constant(node.input[1])) is None:
-                new_nodes = batchnorm_form.rewrite(node, m.attrs, g.fresh)
-                report.rewritten.append((m.name, batchnorm_form.ROUTE, str(no_producer)))
-                replace_node(graph, node, new_nodes)
-                continue
-            z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
-            affine = per_channel_nodes(g, m, x, z, g.ranks.get(x))
-            if isinstance(affine, str):
-                report.left.append((m.name, affine))
-                continue
-            new_nodes = affine + ([] if m.attrs.act is Activation.IDENTITY else activation_nodes(g, m, z, y))
-            report.rewritten.append((m.name, "per-channel Mul + Add", str(no_producer)))
-        replace_node(graph, node, new_nodes)
+        if into_producers_only:
+            report.left.append((m.name, f"no producer fold: {folded}"))
+            continue
+        x, y = node.input[0], node.output[0]
+        dtype = helper.np_dtype_to_tensor_dtype(m.dtype)
+        if batchnorm_form.check(m.attrs, dtype, g.constant(node.input[1])) is None:
+            g.replace(node, batchnorm_form.rewrite(node, m.attrs, g.fresh))
+            report.rewritten.append((m.name, batchnorm_form.ROUTE, folded))
+            continue
+        z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
+        affine = per_channel_nodes(g, m, x, z, g.ranks.get(x))
+        if isinstance(affine, str):
+            report.left.append((m.name, affine))
+            continue
+        g.replace(node, affine + ([] if m.attrs.act is Activation.IDENTITY else activation_nodes(g, m, z, y)))
+        report.rewritten.append((m.name, "per-channel Mul + Add", folded))
+    g.commit()
     _cleanup(out)
     return out, report
 
@@ -225,4 +204,12 @@ def _cleanup(model: onnx.ModelProto) -> None:
         drop_opset_import(model, DOMAIN)
 
 
-__all__ = ["PRODUCER_RULES", "FoldReport", "fold", "fold_into_producers", "fold_with_report", "plan_fold"]
+__all__ = [
+    "PRODUCER_OPS",
+    "PRODUCER_RULES",
+    "FoldReport",
+    "fold",
+    "fold_into_producer",
+    "fold_with_report",
+    "plan_fold",
+]

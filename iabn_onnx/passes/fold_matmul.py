@@ -17,7 +17,7 @@ import numpy as np
 from onnx import NodeProto, helper
 
 from .fold_match import FoldMatch
-from .graph_index import GraphIndex, insert_after, sole_consumer_reason
+from .graph_index import GraphIndex, sole_consumer_reason
 from .producer import Rewrite, scale_axis
 
 
@@ -67,7 +67,7 @@ def rule_matmul(g: GraphIndex, m: FoldMatch, p: NodeProto) -> Rewrite | str:
         b_name = g.add_init(f"{m.name}__bias", new_b)
         add_node = helper.make_node("Add", [out, b_name], [p.output[0]], name=g.fresh_node(f"{m.name}__bias_add"))
         p.output[0] = out
-        g.producer[add_node.output[0]] = insert_after(g.graph, p, add_node)
+        g.producer[add_node.output[0]] = g.insert_after(p, add_node)
         return f"MatMul '{p.name or p.output[0]}' (+ Add)"
 
     return rewrite

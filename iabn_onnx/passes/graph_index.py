@@ -1,6 +1,8 @@
 """One index over a graph for the fold rules: producers, use counts, constants, fresh names.
 
-The rules match and rewrite through it; ``add_init`` keeps the index in step with the graph.
+The rules match and rewrite through it: ``add_init`` keeps the index in step with the graph, and
+node replacements and insertions wait in the index until ``commit`` writes the node list once
+(editing a protobuf node list in place costs a copy of the list per edit).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class GraphIndex:
         self.graph_outputs = {o.name for o in graph.output}
         self.producer: dict[str, NodeProto] = {}
         self.uses: Counter[str] = Counter()
-        for node in graph.node:
+        self.nodes: list[NodeProto] = list(graph.node)  # the graph's nodes when indexed, in order
+        self._replaced: dict[int, list[NodeProto]] = {}  # id(node) -> the nodes taking its place
+        self._after: dict[int, list[NodeProto]] = {}  # id(node) -> nodes to insert after it
+        for node in self.nodes:
             for o in node.output:
                 self.producer[o] = node
             for i in node.input:
@@ -67,6 +72,29 @@ class GraphIndex:
         self.inits[name] = self.graph.initializer[-1]
         return name
 
+    def replace(self, node: NodeProto, new_nodes: list[NodeProto]) -> None:
+        """At ``commit``: ``new_nodes`` stand where ``node`` stands (one of ``nodes``)."""
+        self._replaced[id(node)] = list(new_nodes)
+
+    def insert_after(self, anchor: NodeProto, new: NodeProto) -> NodeProto:
+        """At ``commit``: ``new`` follows ``anchor`` (one of ``nodes``); returns ``new``, which
+        may still be changed until then."""
+        self._after.setdefault(id(anchor), []).append(new)
+        return new
+
+    def commit(self) -> None:
+        """Write the graph's node list once, with every replacement and insertion made so far.
+        This ends the pass: the maps above still describe the graph as indexed."""
+        if not self._replaced and not self._after:
+            return
+        out: list[NodeProto] = []
+        for node in self.nodes:
+            out.extend(self._replaced.get(id(node), [node]))
+            out.extend(self._after.get(id(node), []))
+        del self.graph.node[:]
+        self.graph.node.extend(out)
+        self._replaced, self._after = {}, {}
+
 
 def set_attr(node: NodeProto, name: str, value: object) -> None:
     """In place: set (replace) one attribute of node."""
@@ -74,23 +102,6 @@ def set_attr(node: NodeProto, name: str, value: object) -> None:
     del node.attribute[:]
     node.attribute.extend(kept)
     node.attribute.append(helper.make_attribute(name, value))
-
-
-def insert_after(graph: GraphProto, anchor: NodeProto, new: NodeProto) -> NodeProto:
-    """Insert a copy of new after anchor; return the inserted (live) node."""
-    nodes = list(graph.node)
-    idx = next(i for i, n in enumerate(nodes) if n is anchor)
-    graph.node.insert(idx + 1, new)
-    return graph.node[idx + 1]
-
-
-def replace_node(graph: GraphProto, node: NodeProto, new_nodes: list[NodeProto]) -> None:
-    """Put new_nodes where node stands."""
-    nodes = list(graph.node)
-    idx = next(i for i, n in enumerate(nodes) if n is node)
-    del graph.node[idx]
-    for k, n in enumerate(new_nodes):
-        graph.node.insert(idx + k, n)
 
 
 def rename_output(g: GraphIndex, old: str, new: str) -> None:
