@@ -70,6 +70,11 @@ VARIANTS = [
     "onnxslim_raw",
 ]
 SESSION_VARIANTS = ("plugin", "plugin_kernel_only", "plain_plugin")  # run by iabn_onnx.InferenceSession
+#: fresh-process variants beyond VARIANTS: (the variant whose model and code they run, extra environment).
+#: Sessions start from the benchmark's own start-up cache, filled by the in-process timing (as a
+#: file's second and later processes do); ``plugin_cold`` starts with the cache off, as a file's
+#: first process does.
+FRESH_EXTRA = {"plugin_cold": ("plugin", {"IABN_ONNX_CACHE": "0"})}
 
 
 def _ort_options() -> ort.SessionOptions:
@@ -255,7 +260,8 @@ def _side(name: str) -> int:
 
 
 def fresh_process(name: str, workdir: Path, variant: str, batch: int) -> tuple[float, float]:
-    """Peak RSS (MB) and start-up plus first run (s) of one variant in a fresh process."""
+    """Peak RSS (MB) and start-up plus first run (s) of one variant (or FRESH_EXTRA entry) in a fresh process."""
+    variant, extra_env = FRESH_EXTRA.get(variant, (variant, {}))
     code = RSS_CHILD.format(
         variant=variant,
         path=_model_path(workdir, name, variant),
@@ -263,7 +269,8 @@ def fresh_process(name: str, workdir: Path, variant: str, batch: int) -> tuple[f
         side=_side(name),
         session_variants=SESSION_VARIANTS,
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=CLEAN_ENV)
+    env = {**CLEAN_ENV, **extra_env}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     rss, startup = out.stdout.strip().splitlines()[-1].split()
     return float(rss), float(startup)
 
@@ -324,13 +331,17 @@ def main(argv: list[str] | None = None) -> dict:
     compile_package()  # fresh processes then import the package as installed, not compile it
     with tempfile.TemporaryDirectory(prefix="iabn_bench_") as tmp:
         workdir = Path(tmp)
+        os.environ["IABN_ONNX_CACHE_DIR"] = str(workdir / "start_cache")  # this run's own; children inherit it
+        os.environ.pop("IABN_ONNX_CACHE", None)
+        CLEAN_ENV.update(IABN_ONNX_CACHE_DIR=os.environ["IABN_ONNX_CACHE_DIR"])
+        CLEAN_ENV.pop("IABN_ONNX_CACHE", None)
         for name in args.networks:
             facts = export_all(name, workdir)
             runs = [time_network(name, workdir, b, max(3, args.repeat // (2 if b > 1 else 1))) for b in args.batches]
-            rss, startup, samples = {}, {}, {v: [] for v in VARIANTS}
+            rss, startup, samples = {}, {}, {v: [] for v in [*VARIANTS, *FRESH_EXTRA]}
             if not args.no_rss:
                 for _ in range(args.processes):  # variants alternate, so drift hits them all alike
-                    for v in VARIANTS:
+                    for v in samples:
                         samples[v].append(fresh_process(name, workdir, v, max(args.batches)))
                 for v, pairs in samples.items():
                     rss[v] = statistics.median(p[0] for p in pairs)

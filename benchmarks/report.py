@@ -60,7 +60,8 @@ def networks_footprint(data: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for name, net in data["networks"].items():
-        for i, v in enumerate(NET_VARIANTS):
+        extra = [v for v in net.get("startup_s", {}) if v not in NET_VARIANTS]  # plugin_cold
+        for i, v in enumerate([*NET_VARIANTS, *extra]):
             head = f"| {name} | {net['inplace_abn_nodes']} | {net['fold_s'] * 1e3:.0f} ms" if i == 0 else "| | |"
             rss = net.get("peak_rss_mb", {}).get(v)
             startup = net.get("startup_s", {}).get(v)
@@ -95,6 +96,11 @@ def networks_summary(data: dict) -> list[str]:
                     f"; start-up plus first run {startup['plugin']:.2f} s against {startup['folded']:.2f} s "
                     f"({startup['plugin'] / startup['folded']:.2f}×)"
                 )
+                if "plugin_cold" in startup:
+                    line += (
+                        f", and {startup['plugin_cold']:.2f} s ({startup['plugin_cold'] / startup['folded']:.2f}×) "
+                        "in a file's first process, before the start-up cache holds it"
+                    )
             lines.append(line + ".")
     plain = []
     for name, net in data["networks"].items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -167,6 +169,21 @@ def infer_shapes_light(
         return light
 
 
+_recording = threading.local()
+
+
+@contextlib.contextmanager
+def recording_external_reads() -> Iterator[list[tuple[str, int, int]]]:
+    """Within the block (this thread), each external-data read ``tensor_array`` makes is listed
+    as (location, offset, length): what a result computed in the block depends on, beyond the graph."""
+    previous = getattr(_recording, "reads", None)
+    _recording.reads = reads = []
+    try:
+        yield reads
+    finally:
+        _recording.reads = previous
+
+
 def tensor_array(tensor: TensorProto, base_dir: str | os.PathLike[str] = "") -> np.ndarray:
     """The value of ``tensor``, reading external data relative to ``base_dir``; ``tensor`` is not changed."""
     if tensor.data_location != TensorProto.EXTERNAL:
@@ -182,4 +199,7 @@ def tensor_array(tensor: TensorProto, base_dir: str | os.PathLike[str] = "") -> 
         loaded.raw_data = fh.read(length)
     if length >= 0 and len(loaded.raw_data) != length:
         raise ValueError(f"tensor '{tensor.name}': external data ends after {len(loaded.raw_data)} of {length} bytes")
+    reads = getattr(_recording, "reads", None)
+    if reads is not None:
+        reads.append((info["location"], int(info.get("offset", 0)), len(loaded.raw_data)))
     return numpy_helper.to_array(loaded)

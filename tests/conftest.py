@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
 import pytest
+
+# The start-up cache (runtime/start_cache.py) stays on, as users have it, in a folder of this run's
+# own (subprocesses inherit it): sessions made twice from one file take the cached path the second time.
+os.environ["IABN_ONNX_CACHE_DIR"] = tempfile.mkdtemp(prefix="iabn_onnx_test_cache_")
+os.environ.pop("IABN_ONNX_CACHE", None)
 
 # (rtol, atol) per dtype, against a float64 reference.
 TOLERANCES: dict[np.dtype, tuple[float, float]] = {

@@ -33,7 +33,6 @@ subgraphs take a standard form or the kernel. ``kernel_only`` sends every node t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -52,7 +51,6 @@ from iabn_onnx.op.schema import (
     DOMAIN,
     ONNX_OPSET,
     Activation,
-    InplaceABNAttrs,
     bound_outputs,
     is_inplace_abn,
     register_schema,
@@ -66,28 +64,9 @@ from ..passes.fold import PRODUCER_OPS, fold_into_producer
 from ..passes.fold_match import match_node
 from ..passes.graph_index import GraphIndex, sole_consumer_reason
 from ..passes.per_channel import per_channel_nodes
+from .routes import KERNEL, PRODUCER_FOLD, Route
 
 LoweredNode = CheckedNode  # what the session reports per kernel node
-
-KERNEL = "kernel"
-PRODUCER_FOLD = "producer fold"
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where one InplaceABN node went: ``route`` is "producer fold", "BatchNormalization",
-    "per-channel Mul + Add" or "kernel"."""
-
-    node: str
-    route: str
-    detail: str
-    #: for the BatchNormalization route: the node's inputs and attributes, so values fed at run
-    #: time can be checked as the kernel would check them
-    inputs: tuple[str, ...] = ()
-    attrs: InplaceABNAttrs | None = None
-
-    def __str__(self) -> str:
-        return f"{self.node}: {self.route} ({self.detail})"
 
 
 def _names(model: onnx.ModelProto) -> set[str]:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import onnx
-from onnx import TensorProto
-
-from ..graph import attribute_tensors, subgraphs
+if TYPE_CHECKING:
+    import onnx
 
 #: tensors with more raw bytes than this stay in the file; the smaller ones (shapes, axes,
 #: per-channel parameters of narrow layers) are copied, as shape inference may read them
@@ -37,10 +36,20 @@ _GRAPH_INITIALIZER = 5  # GraphProto.initializer
 _TENSOR_RAW_DATA = 9  # TensorProto.raw_data
 _TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data
 _TENSOR_DATA_LOCATION = 14  # TensorProto.data_location
+_EXTERNAL = 1  # TensorProto.EXTERNAL
 
 
 class WireError(ValueError):
     """Bytes that are not a protobuf message."""
+
+
+@dataclass(frozen=True)
+class Walked:
+    """A model file's outline as bytes (the walk needs neither onnx nor numpy)."""
+
+    data: bytes
+    #: a main-graph initializer keeps its data in an external file of its own
+    own_external_data: bool
 
 
 @dataclass(frozen=True)
@@ -50,18 +59,17 @@ class Outline:
     own_external_data: bool
 
 
-def read_outline(path: str | os.PathLike[str], location: str | None = None) -> Outline:
-    """The outline of the model file at ``path``; its references name ``location``
+def walk_outline(path: str | os.PathLike[str], location: str | None = None) -> Walked:
+    """The outline of the model file at ``path`` as bytes; its references name ``location``
     (default: the file's own name), relative to the file's folder.
 
-    Raises ``WireError`` for bytes that are not a protobuf message, and whatever
-    ``onnx.load_model_from_string`` raises for one that is not a ModelProto.
+    Raises ``WireError`` for bytes that are not a protobuf message.
     """
     location = location or os.path.basename(path)
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
-            return Outline(onnx.ModelProto(), False)
+            return Walked(b"", False)
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         # slices of an mmap are bytes, not views of it: an error mid-walk leaves nothing that
@@ -70,17 +78,32 @@ def read_outline(path: str | os.PathLike[str], location: str | None = None) -> O
         data = walker.model()
     finally:
         mapped.close()
-    model = onnx.load_model_from_string(data)
-    return Outline(model, walker.own_external_data or _nested_external_data(model))
+    return Walked(data, walker.own_external_data)
+
+
+def parse_outline(walked: Walked) -> Outline:
+    """The walked outline as a ``ModelProto``; raises what ``onnx.load_model_from_string`` raises
+    for bytes that are not a ModelProto."""
+    import onnx
+
+    model = onnx.load_model_from_string(walked.data) if walked.data else onnx.ModelProto()
+    return Outline(model, walked.own_external_data or _nested_external_data(model))
+
+
+def read_outline(path: str | os.PathLike[str], location: str | None = None) -> Outline:
+    """The outline of the model file at ``path`` (``walk_outline``, then ``parse_outline``)."""
+    return parse_outline(walk_outline(path, location))
 
 
 def _nested_external_data(model: onnx.ModelProto) -> bool:
     """Whether a tensor the walk copied as it is (in a subgraph or a node attribute) lives in an external file."""
+    from ..graph import attribute_tensors, subgraphs
+
     main = model.graph  # its initializers are the walk's own
     copied = [*attribute_tensors(main)]
     for g in subgraphs(main):
         copied += [*g.initializer, *attribute_tensors(g)]
-    return any(t.data_location == TensorProto.EXTERNAL for t in copied)
+    return any(t.data_location == _EXTERNAL for t in copied)
 
 
 class _Walker:
@@ -128,7 +151,7 @@ class _Walker:
         for key, value in ((b"location", self.location), (b"offset", offset), (b"length", length)):
             entry = _length_delimited(1, key) + _length_delimited(2, value)  # StringStringEntryProto
             parts.append(_length_delimited(_TENSOR_EXTERNAL_DATA, entry))
-        parts.append(_varint((_TENSOR_DATA_LOCATION << 3) | _VARINT) + _varint(TensorProto.EXTERNAL))
+        parts.append(_varint((_TENSOR_DATA_LOCATION << 3) | _VARINT) + _varint(_EXTERNAL))
         return b"".join(parts)
 
     def _fields(self, pos: int, stop: int):  # -> Iterator[tuple[number, wire, start, body, end]]

@@ -12,7 +12,9 @@ The kernel machinery (onnxruntime-extensions, numba, and through the former torc
 installed) is imported only when a node needs the kernel. Given a path, the session reads
 only the model's graph (``outline.py``) and onnxruntime reads the weights from a private copy
 of the file; the session holds no copy of the model once onnxruntime has it, and a file with
-no InplaceABN node goes to onnxruntime as is.
+no InplaceABN node goes to onnxruntime as is. What a session made of a file is kept in the
+start-up cache (``start_cache.py``): a later process given the same file and options starts
+without importing onnx or lowering again.
 """
 
 from __future__ import annotations
@@ -25,18 +27,21 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-import onnx
 import onnxruntime as ort
 
-from iabn_onnx.op.schema import DOMAIN, InplaceABNError, shape_faults
+from ..op.names import DOMAIN
+from . import start_cache
+from .outline import Outline, Walked, parse_outline, walk_outline
+from .routes import Route, checked_from_json, checked_to_json, route_from_json, route_to_json
 
-from ..graph import graphs, save_model, tensors
-from .lowering import LoweredNode, Route, lower
-from .outline import Outline, read_outline
+if TYPE_CHECKING:
+    import onnx
 
-ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+    from .lowering import LoweredNode
+
+ModelSource = Union[str, os.PathLike, bytes, "onnx.ModelProto"]
 
 
 class ModelLoadError(ValueError):
@@ -45,6 +50,8 @@ class ModelLoadError(ValueError):
 
 def load_model(source: ModelSource) -> onnx.ModelProto:
     """Load a model from a path, serialized bytes, or a ModelProto (copied)."""
+    import onnx
+
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
@@ -62,7 +69,10 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
 
 def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bool]:
     """A model file, read once, and whether it kept its tensors in external data."""
+    import onnx
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    from ..graph import tensors
 
     path = _model_file(source)
     try:
@@ -75,12 +85,18 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
     return _with_graph(model, path), external
 
 
-def _read_outline(source: str | os.PathLike[str]) -> Outline:
-    """The outline of a model file (``outline.py``), with the errors ``load_model_file`` gives."""
-    path = _model_file(source)
+def _walk_outline(path: Path) -> Walked:
+    """The outline of a model file as bytes (``outline.py``), with the errors ``load_model_file`` gives."""
     try:
-        outline = read_outline(path)
-    except Exception as exc:  # WireError, protobuf's DecodeError
+        return walk_outline(path)
+    except Exception as exc:  # WireError
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_outline(walked: Walked, path: Path) -> Outline:
+    try:
+        outline = parse_outline(walked)
+    except Exception as exc:  # protobuf's DecodeError
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
     _with_graph(outline.model, path)
     return outline
@@ -102,7 +118,9 @@ def _with_graph(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 
 
 def _points_into_file(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    from onnx import TensorProto
+
+    return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 class _FileCopy(threading.Thread):
@@ -182,12 +200,16 @@ def _shared_kernel_options() -> ort.SessionOptions:
 
 
 def _has_inplace_abn(model: onnx.ModelProto) -> bool:
+    from ..graph import graphs
+
     return any(n.domain == DOMAIN for g in graphs(model.graph) for n in g.node)
 
 
 def _check_feed(routes: list[Route], feed: dict[str, Any], static: dict[str, tuple[int, ...]]) -> None:
     """The kernel's run-time checks, for standard-op routes whose inputs are fed directly."""
     import numpy as np
+
+    from ..op.schema import InplaceABNError, shape_faults
 
     for route in routes:
         assert route.attrs is not None
@@ -236,21 +258,39 @@ class InferenceSession:
         self._fed_routes: list[Route] = []
         self._standard_routes: set[str] = set()
         self._static_shapes: dict[str, tuple[int, ...]] = {}
-        self.inplace_abn_nodes: list[LoweredNode] = []
-        self.routes: list[Route] = []
+        self._kernel_nodes: list[LoweredNode] | None = []
+        self._routes: list[Route] | None = []
+        self._report: dict[str, Any] = {}  # a cached session's routes and kernel nodes, as JSON
         options = {"providers": providers, "provider_options": provider_options, **kwargs}
         kernel_only = kernel_only or not fold_frozen
+        level = (sess_options or ort.SessionOptions()).graph_optimization_level
+        fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
         with tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
             copy = None
+            cache_key = None
             if isinstance(model, (str, os.PathLike)):
-                source = Path(os.fspath(model))
-                outline = _read_outline(source)
+                source = _model_file(model)
+                walked = _walk_outline(source)
+                if start_cache.cache_dir() is not None and not walked.own_external_data:
+                    cache_key = start_cache.key(walked.data, {"kernel_only": kernel_only, "fuses_conv": fuses})
+                    entry = start_cache.lookup(cache_key)
+                    if entry is not None and entry.model is None:
+                        self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
+                        return
+                    path = self._from_cache(entry, source, tmp) if entry is not None else None
+                    if path is not None:
+                        self._start(path, sess_options, options)
+                        return
+                outline = _parse_outline(walked, source)
+                del walked
                 if not _has_inplace_abn(outline.model):
                     # nothing to change: onnxruntime reads the original file (and its external data)
+                    if cache_key is not None and not outline.own_external_data:
+                        start_cache.store(cache_key, None, {})
                     self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
                     return
                 if outline.own_external_data:
-                    proto, base_dir = load_model_file(source)[0], ""
+                    proto, base_dir, cache_key = load_model_file(source)[0], "", None
                 elif not _points_into_file(outline.model):
                     proto, base_dir = outline.model, ""  # every tensor is small: the outline is the whole model
                 else:
@@ -262,32 +302,93 @@ class InferenceSession:
             else:
                 proto, base_dir = load_model(model), ""  # the session's own copy, rewritten in place
             del model
+            from ..graph import recording_external_reads
+
             try:
-                path = self._lower(proto, sess_options, kernel_only, base_dir, tmp, copy.target if copy else None)
+                with recording_external_reads() as reads:
+                    path = self._lower(proto, kernel_only, fuses, base_dir, tmp, copy.target if copy else None)
             except BaseException:
                 if copy is not None:
                     copy.join()  # the folder goes away with this error: let the copy end first
                 raise
-            if copy is not None:
-                copy.finish()
             del proto
-            so = sess_options
-            if self._kernel:
-                so = session_options(sess_options) if sess_options is not None else _shared_kernel_options()
-                if _config_entry(so, SPINNING_KEY) is None:
-                    # spinning intra-op threads starve the Python kernel, which runs on the calling
-                    # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
-                    so.add_session_config_entry(SPINNING_KEY, "0")
-            with self._fault_slot() as faults:
-                self._session = ort.InferenceSession(path, so, **options)
+            meta = None
+            if cache_key is not None and all(location == source.name for location, _, _ in reads):
+                stretches = start_cache.read_digests(source, [(offset, length) for _, offset, length in reads])
+                meta = self._report_json()
+                meta.update(points_into_file=copy is not None, reads=stretches, model_name=os.path.basename(path))
+            if copy is not None:
+                copy.finish()  # the file did not change while it was copied, lowered and read
+            if meta is not None:
+                start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
+            self._start(path, sess_options, options)
+
+    def _start(self, path: str, sess_options: ort.SessionOptions | None, options: dict[str, Any]) -> None:
+        """onnxruntime's session on the lowered model file ``path``."""
+        so = sess_options
+        if self._kernel:
+            so = session_options(sess_options) if sess_options is not None else _shared_kernel_options()
+            if _config_entry(so, SPINNING_KEY) is None:
+                # spinning intra-op threads starve the Python kernel, which runs on the calling
+                # thread: ResNet-50 with 53 kernel nodes took 255 ms spinning, 68 ms not
+                so.add_session_config_entry(SPINNING_KEY, "0")
+        with self._fault_slot() as faults:
+            self._session = ort.InferenceSession(path, so, **options)
         if faults:
             raise faults[0].to_exception()
+
+    def _from_cache(self, entry: start_cache.Entry, source: Path, tmp: str) -> str | None:
+        """Set the session up from a cache entry: the lowered model's file in ``tmp``, or None
+        when the stretches of ``source`` the lowering read have changed since."""
+        meta = entry.meta
+        copy = _FileCopy(source, os.path.join(tmp, source.name)) if meta["points_into_file"] else None
+        if not start_cache.unchanged(entry, source):  # checked after the copy began, which checks the rest
+            if copy is not None:
+                copy.join()
+                os.remove(copy.target)
+            return None
+        path = os.path.join(tmp, meta["model_name"])
+        with open(path, "wb") as fh:
+            fh.write(entry.model or b"")
+        if copy is not None:
+            copy.finish()
+        self._kernel = bool(meta["kernel"])
+        self._standard_routes = set(meta["standard_routes"])
+        self._static_shapes = {name: tuple(dims) for name, dims in meta["static_shapes"].items()}
+        self._fed_routes = [route_from_json(r) for r in meta["fed_routes"]]  # the schema, only when any
+        self._report, self._routes, self._kernel_nodes = meta, None, None
+        return path
+
+    def _report_json(self) -> dict[str, Any]:
+        """What a later process needs to set this session up from the cache."""
+        return {
+            "kernel": self._kernel,
+            "routes": [route_to_json(r) for r in self.routes],
+            "kernel_nodes": [checked_to_json(n) for n in self.inplace_abn_nodes],
+            "standard_routes": sorted(self._standard_routes),
+            "static_shapes": {name: list(dims) for name, dims in self._static_shapes.items()},
+            "fed_routes": [route_to_json(r) for r in self._fed_routes],
+        }
+
+    @property
+    def routes(self) -> list[Route]:
+        """Where each InplaceABN node went and why, in graph order."""
+        if self._routes is None:
+            self._routes = [route_from_json(r) for r in self._report["routes"]]
+        return self._routes
+
+    @property
+    def inplace_abn_nodes(self) -> list[LoweredNode]:
+        """The InplaceABN nodes the fused kernel runs."""
+        if self._kernel_nodes is None:
+            self._kernel_nodes = [checked_from_json(n) for n in self._report["kernel_nodes"]]
+        return self._kernel_nodes
 
     def _lower(
         self,
         proto: onnx.ModelProto,
-        sess_options: ort.SessionOptions | None,
         kernel_only: bool,
+        fuses: bool,
         base_dir: str,
         tmp: str,
         taken: str | None,
@@ -297,17 +398,18 @@ class InferenceSession:
         onnxruntime reads the model from a file, as it would the original: handing it serialized
         bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a file 470 MB).
         """
+        from ..graph import save_model
+        from .lowering import lower
+
         declared = {i.name: tuple(i.dims) for i in proto.graph.initializer}  # before lowering drops some
-        level = (sess_options or ort.SessionOptions()).graph_optimization_level
-        fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
-        proto, self.inplace_abn_nodes, self.routes = lower(
+        proto, self._kernel_nodes, self._routes = lower(
             proto, kernel_only=kernel_only, onnxruntime_fuses_conv=fuses, base_dir=base_dir
         )
-        self._kernel = bool(self.inplace_abn_nodes)
+        self._kernel = bool(self._kernel_nodes)
         graph_inputs = {i.name for i in proto.graph.input}
         # standard-op routes reading graph inputs: their feed is checked as the kernel would check it
-        self._fed_routes = [r for r in self.routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
-        self._standard_routes = {r.node for r in self.routes if r.attrs is not None}
+        self._fed_routes = [r for r in self._routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
+        self._standard_routes = {r.node for r in self._routes if r.attrs is not None}
         wanted = {name for r in self._fed_routes for name in r.inputs}
         self._static_shapes = {name: declared[name] for name in wanted if name in declared}
         # ``taken``: the copy of the original file, under the original's name, in the same folder
@@ -357,6 +459,8 @@ class InferenceSession:
 
     def _named(self, exc: Exception) -> Exception:
         """onnxruntime's error for a node we routed to standard ops, as an InplaceABNError naming it."""
+        from ..op.schema import InplaceABNError
+
         text = " ".join(str(exc).split())
         for name in self._standard_routes:
             if f"'{name}'" in text:
@@ -368,4 +472,12 @@ class InferenceSession:
         return getattr(self.__dict__["_session"], name)
 
 
-__all__ = ["InferenceSession", "InplaceABNError", "ModelLoadError", "Route", "load_model", "session_options"]
+def __getattr__(name: str) -> Any:
+    if name == "InplaceABNError":  # kept importable from here; it lives with the schema (onnx)
+        from ..op.schema import InplaceABNError
+
+        return InplaceABNError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["InferenceSession", "ModelLoadError", "Route", "load_model", "session_options"]
