@@ -256,6 +256,21 @@ def startup_lines(data: dict) -> list[str]:
     return [" ".join(lines), "", taken_on(data)]
 
 
+def session_startup_lines(data: dict) -> list[str]:
+    lines = [
+        f"Start-up plus first batch-{data['batch']} run, medians of {data['processes']} fresh processes per variant "
+        "(× plain onnxruntime on the folded model):",
+        "",
+        "| network | plain onnxruntime, folded model | session, start-up cache filled | session, cache off |",
+        "|---|---|---|---|",
+    ]
+    for name, net in data["networks"].items():
+        m, r = net["startup_s"], net["ratio_to_folded"]
+        cells = [f"{m[v]:.2f} s ({r[v]:.2f}×)" for v in ("folded", "session", "session_cold")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, "", taken_on(data)]
+
+
 def suite_lines(data: dict) -> list[str]:
     return [
         f"The default suite took {data['wall_s'] / 60:.1f} minutes on {data['cores']} cores and peaked at "
@@ -310,6 +325,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "routes": ("routes.json", routes_table),
     "session-churn": ("session_churn.json", churn_lines),
     "startup": ("startup.json", startup_lines),
+    "session-startup": ("session_startup.json", session_startup_lines),
     "test-suite": ("test_suite.json", suite_lines),
 }
 
