@@ -78,10 +78,12 @@ def networks_summary(data: dict) -> list[str]:
         return _span([run["ratio_to_" + ANCHOR][v] for run in runs])
 
     diffs = [d for run in runs for d in run["max_abs_diff_vs_eager"].values()]
+    reruns = [f"{name} ({why})" for name, why in data.get("rerun", {}).items()]
     lines = [
         f"Against the native anchor (`{ANCHOR}`), over every network and batch: the default plugin session "
         f"{ratios('plugin')}×, the folded model {ratios('folded')}×, every node in the kernel "
         f"{ratios('plugin_kernel_only')}×. Every variant's output was within {max(diffs):.1e} of torch eager."
+        + (f" Timed in a run of its own: {'; '.join(reruns)}." if reruns else "")
     ]
     for name, net in data["networks"].items():
         rss, startup = net.get("peak_rss_mb", {}), net.get("startup_s", {})

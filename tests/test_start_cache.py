@@ -113,6 +113,9 @@ def test_new_values_in_the_same_layout_miss(tmp_path, cache):
     session = iabn_onnx.InferenceSession(str(path))
     assert session._report == {}  # lowered again, not taken from the entry
     assert_close(session.run(None, _feed())[0], reference)
+    again = iabn_onnx.InferenceSession(str(path))  # the entry was replaced by the new file's
+    assert again._report and len(_entries(cache)) == 1
+    assert_close(again.run(None, _feed())[0], reference)
 
 
 def _walk(path: Path) -> bytes:
@@ -164,6 +167,22 @@ def test_a_damaged_entry_is_a_miss(tmp_path, cache):
     assert_close(session.run(None, _feed())[0], _reference_eval_with_iabn(model, _feed())[0])
     (entry / start_cache.META_FILE).write_text("{not json")
     assert iabn_onnx.InferenceSession(str(path))._report == {}
+
+
+def test_an_entry_missing_a_field_is_a_miss(tmp_path, cache):
+    path, model = _model_file(tmp_path)
+    iabn_onnx.InferenceSession(str(path))
+    (entry,) = _entries(cache)
+    meta = json.loads((entry / start_cache.META_FILE).read_text())
+    for key, value in (("kernel", None), ("model_name", "../outside.onnx")):
+        damaged = {k: v for k, v in meta.items() if k != key}
+        if value is not None:
+            damaged[key] = value
+        (entry / start_cache.META_FILE).write_text(json.dumps(damaged))
+        session = iabn_onnx.InferenceSession(str(path))
+        assert session._report == {}, key
+        assert_close(session.run(None, _feed())[0], _reference_eval_with_iabn(model, _feed())[0])
+    assert not (tmp_path / "outside.onnx").exists()
 
 
 def test_a_file_without_inplace_abn_is_remembered_as_is(tmp_path, cache):

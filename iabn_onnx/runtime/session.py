@@ -339,23 +339,31 @@ class InferenceSession:
 
     def _from_cache(self, entry: start_cache.Entry, source: Path, tmp: str) -> str | None:
         """Set the session up from a cache entry: the lowered model's file in ``tmp``, or None
-        when the stretches of ``source`` the lowering read have changed since."""
+        when the entry is not one this code wrote or the stretches of ``source`` the lowering
+        read have changed since."""
         meta = entry.meta
-        copy = _FileCopy(source, os.path.join(tmp, source.name)) if meta["points_into_file"] else None
+        try:  # an entry this code wrote has every field; any other is a miss
+            model_name = meta["model_name"]
+            if model_name not in ("model.onnx", "model_lowered.onnx"):
+                return None
+            points_into_file, kernel = bool(meta["points_into_file"]), bool(meta["kernel"])
+            standard = {str(name) for name in meta["standard_routes"]}
+            static = {str(name): tuple(int(d) for d in dims) for name, dims in meta["static_shapes"].items()}
+            fed = [route_from_json(r) for r in meta["fed_routes"]]  # imports the schema only when there are any
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        copy = _FileCopy(source, os.path.join(tmp, source.name)) if points_into_file else None
         if not start_cache.unchanged(entry, source):  # checked after the copy began, which checks the rest
             if copy is not None:
                 copy.join()
-                os.remove(copy.target)
+                Path(copy.target).unlink(missing_ok=True)
             return None
-        path = os.path.join(tmp, meta["model_name"])
+        path = os.path.join(tmp, model_name)
         with open(path, "wb") as fh:
             fh.write(entry.model or b"")
         if copy is not None:
             copy.finish()
-        self._kernel = bool(meta["kernel"])
-        self._standard_routes = set(meta["standard_routes"])
-        self._static_shapes = {name: tuple(dims) for name, dims in meta["static_shapes"].items()}
-        self._fed_routes = [route_from_json(r) for r in meta["fed_routes"]]  # the schema, only when any
+        self._kernel, self._standard_routes, self._static_shapes, self._fed_routes = kernel, standard, static, fed
         self._report, self._routes, self._kernel_nodes = meta, None, None
         return path
 

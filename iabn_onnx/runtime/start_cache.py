@@ -131,14 +131,14 @@ def unchanged(entry: Entry, source: Path) -> bool:
 
 
 def store(k: str, model_path: str | None, meta: dict[str, Any]) -> None:
-    """Keep an entry (the lowered model file, or None for a file onnxruntime takes as it is); never raises."""
+    """Keep an entry (the lowered model file, or None for a file onnxruntime takes as it is), in
+    place of any entry under ``k`` (a session stores only after a miss: that one did not serve);
+    never raises."""
     folder = cache_dir()
     if folder is None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if (folder / k).exists():
-            return
         work = Path(tempfile.mkdtemp(prefix=".new_", dir=folder))
         try:
             extra: dict[str, Any] = {"format": FORMAT, "as_is": model_path is None}
@@ -146,7 +146,12 @@ def store(k: str, model_path: str | None, meta: dict[str, Any]) -> None:
                 shutil.copyfile(model_path, work / MODEL_FILE)
                 extra["model_sha256"] = hashlib.sha256((work / MODEL_FILE).read_bytes()).hexdigest()
             (work / META_FILE).write_text(json.dumps({**meta, **extra}))
-            os.replace(work, folder / k)  # atomic: a reader sees the whole entry or none
+            target = folder / k
+            if target.exists():  # moved aside first: a directory is replaced only when empty
+                old = Path(tempfile.mkdtemp(prefix=".old_", dir=folder))
+                os.replace(target, old / k)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(work, target)  # atomic: a reader sees a whole entry or none
         finally:
             shutil.rmtree(work, ignore_errors=True)
         _prune(folder)
@@ -161,6 +166,6 @@ def _prune(folder: Path) -> None:
     entries.sort(key=lambda p: p.stat().st_mtime)
     for old in entries[: len(entries) - MAX_ENTRIES]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in folder.glob(".new_*"):  # left by a process that died while writing
+    for stale in [*folder.glob(".new_*"), *folder.glob(".old_*")]:  # left by a process that died meanwhile
         if time.time() - stale.stat().st_mtime > 3600:
             shutil.rmtree(stale, ignore_errors=True)
