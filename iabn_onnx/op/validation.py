@@ -47,6 +47,8 @@ class CheckedNode:
 class TensorInfo:
     elem_type: int | None
     shape: tuple[int | None, ...] | None
+    #: each dim's symbol (ONNX ``dim_param``; one name is one size throughout the graph), where it has one
+    dim_params: tuple[str | None, ...] | None = None
 
 
 def type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
@@ -63,10 +65,11 @@ def type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             continue
-        shape = None
+        shape = symbols = None
         if tt.HasField("shape"):
             shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-        table[vi.name] = TensorInfo(tt.elem_type or None, shape)
+            symbols = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tt.shape.dim)
+        table[vi.name] = TensorInfo(tt.elem_type or None, shape, symbols)
     for init in graph.initializer:
         table[init.name] = TensorInfo(init.data_type, tuple(init.dims))
     return table

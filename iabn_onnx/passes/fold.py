@@ -50,6 +50,8 @@ from .fold_match import FoldMatch, match_node
 from .fold_matmul import rule_matmul
 from .graph_index import GraphIndex, rename_output, sole_consumer_reason
 from .per_channel import per_channel_nodes
+from .reshape_dims import constant_reshape_targets
+from .zero_bias import drop_zero_biases
 
 PRODUCER_RULES = (rule_conv, rule_conv_transpose, rule_gemm, rule_matmul)
 #: the op types X may come from for a producer rule to apply (an Add: MatMul + Add)
@@ -65,6 +67,8 @@ class FoldReport:
     rewritten: list[tuple[str, str, str]] = field(default_factory=list)  # (node, form, why no producer)
     left: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
     constants: int = 0  # constant-subgraph nodes evaluated into initializers
+    reshapes: int = 0  # Reshape targets built from dimensions, made constant
+    zero_biases: int = 0  # Conv/ConvTranspose biases of zeros dropped
 
     @property
     def count(self) -> int:
@@ -77,6 +81,10 @@ class FoldReport:
         out += [f"left {n}: {why}" for n, why in self.left]
         if self.constants:
             out.append(f"{self.constants} constant-subgraph node(s) evaluated into initializers")
+        if self.reshapes:
+            out.append(f"{self.reshapes} Reshape target(s) built from dimensions made constant")
+        if self.zero_biases:
+            out.append(f"{self.zero_biases} Conv bias(es) of zeros dropped")
         out.append(
             f"{len(self.folded)} folded into producers, {len(self.rewritten)} rewritten as standard ops, "
             f"{len(self.left)} left"
@@ -129,6 +137,8 @@ def _fold(
     out.CopyFrom(model)
     report = FoldReport()
     report.constants = fold_constant_subgraphs(out, types)
+    report.reshapes = constant_reshape_targets(out, types)
+    report.zero_biases = drop_zero_biases(out)
     g = GraphIndex(out.graph, types)
     for node in g.nodes:
         if not is_inplace_abn(node):

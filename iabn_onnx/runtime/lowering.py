@@ -64,6 +64,8 @@ from ..passes.fold import PRODUCER_OPS, fold_into_producer
 from ..passes.fold_match import match_node
 from ..passes.graph_index import GraphIndex, sole_consumer_reason
 from ..passes.per_channel import per_channel_nodes
+from ..passes.reshape_dims import constant_reshape_targets
+from ..passes.zero_bias import drop_zero_biases
 from .routes import KERNEL, PRODUCER_FOLD, Route
 
 LoweredNode = CheckedNode  # what the session reports per kernel node
@@ -97,6 +99,8 @@ def lower(
     table = type_table(model)
     infos = check_model_nodes(model, table)
     fold_constant_subgraphs(model, table, base_dir)  # Conv biases torch computes, paddle2onnx's Constant parameters
+    constant_reshape_targets(model, table)  # torch's plain export of flatten/view: Reshape(T, Concat(Shape(X)[0], ...))
+    drop_zero_biases(model, base_dir)  # the zeros torch's plain export computes for a bias-free Conv
     nodes = [n for g in graphs(model.graph) for n in g.node if is_inplace_abn(n)]
     checked = {node.output[0]: info for node, info in zip(nodes, infos)}
     used = _names(model)
