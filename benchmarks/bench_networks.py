@@ -69,6 +69,9 @@ VARIANTS = [
     "plain_folded",
     "onnxslim_raw",
 ]
+ANCHOR = "torch_export_opt"
+#: variants whose optimized graph is compared with the anchor's (same_graph_as_anchor)
+GRAPH_CHECKED = ("plugin", "folded", "plain_plugin", "plain_folded")
 SESSION_VARIANTS = ("plugin", "plugin_kernel_only", "plain_plugin")  # run by iabn_onnx.InferenceSession
 #: fresh-process variants beyond VARIANTS: (the variant whose model and code they run, extra environment).
 #: Sessions start from the benchmark's own start-up cache, filled by the in-process timing (as a
@@ -89,6 +92,34 @@ def _session(variant: str, path: str):  # type: ignore[no-untyped-def]
 
         return iabn_onnx.InferenceSession(path, _ort_options(), kernel_only=variant == "plugin_kernel_only")
     return ort.InferenceSession(path, _ort_options(), providers=["CPUExecutionProvider"])
+
+
+def _optimized_graph(variant: str, path: str, out: Path) -> dict:
+    """Op counts and initializer shapes of the graph onnxruntime runs for ``variant``, as its
+    ORT_ENABLE_ALL optimizations leave it (written to ``out``)."""
+    so = _ort_options()
+    so.optimized_model_filepath = str(out)
+    so.log_severity_level = 3  # the warning that an NCHWc graph is hardware-specific
+    if variant in SESSION_VARIANTS:
+        import iabn_onnx
+
+        iabn_onnx.InferenceSession(path, so)
+    else:
+        ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(out), load_external_data=False)
+    out.unlink()
+    ops: dict[str, int] = {}
+    for n in model.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {"ops": ops, "initializer_shapes": sorted(list(i.dims) for i in model.graph.initializer)}
+
+
+def same_graph_as_anchor(name: str, workdir: Path, variants: tuple[str, ...]) -> dict[str, bool]:
+    """Whether onnxruntime runs, for each variant, the anchor's graph: the same ops as many times
+    and initializers of the same shapes (a speed difference between them is then noise)."""
+    graph = {v: _optimized_graph(v, _model_path(workdir, name, v), workdir / f"{name}.{v}.opt.onnx") for v in variants}
+    anchor = _optimized_graph(ANCHOR, _model_path(workdir, name, ANCHOR), workdir / f"{name}.anchor.opt.onnx")
+    return {v: g == anchor for v, g in graph.items()}
 
 
 def _count(model: onnx.ModelProto, op_type: str) -> int:
@@ -201,7 +232,7 @@ def time_network(name: str, workdir: Path, batch: int, repeat: int) -> dict:
         feed = {session.get_inputs()[0].name: x}
         diffs[variant] = float(np.max(np.abs(session.run(None, feed)[0] - reference)))
         calls[variant] = (lambda s, f: lambda: s.run(None, f))(session, feed)
-    medians = block_medians(calls, repeat, blocks=min(5, repeat), warmup=1)
+    medians = block_medians(calls, repeat, blocks=min(8, repeat), warmup=1)
     base = medians["torch_export_opt"]
     return {
         "batch": batch,
@@ -337,6 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         CLEAN_ENV.pop("IABN_ONNX_CACHE", None)
         for name in args.networks:
             facts = export_all(name, workdir)
+            facts["same_graph_as_anchor"] = same_graph_as_anchor(name, workdir, GRAPH_CHECKED)
             runs = [time_network(name, workdir, b, max(3, args.repeat // (2 if b > 1 else 1))) for b in args.batches]
             rss, startup, samples = {}, {}, {v: [] for v in [*VARIANTS, *FRESH_EXTRA]}
             if not args.no_rss:

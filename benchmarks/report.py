@@ -113,13 +113,22 @@ def networks_summary(data: dict) -> list[str]:
         folded = _span([r["ratio_to_" + ANCHOR]["plain_folded"] for r in runs_])
         session = _span([r["ratio_to_" + ANCHOR]["plain_plugin"] for r in runs_])
         slim = _span([r["ratio_to_" + ANCHOR]["onnxslim_raw"] for r in runs_])
-        plain.append(
+        line = (
             f"{name}, torch's plain export → convert: {facts['inplace_abn_nodes']} nodes, fold puts "
             f"{facts['folded_into_producers']} into producers and rewrites {facts['rewritten']} "
             f"({facts['constant_nodes_evaluated']} constant-subgraph nodes evaluated; Conv inputs still computed: "
             f"{facts['conv_inputs_from_subgraphs']}); folded {folded}×, default session {session}×, "
-            f"onnxslim on the plain export {slim}×."
+            f"onnxslim on the plain export {slim}×"
         )
+        same = net.get("same_graph_as_anchor")
+        if same:
+            yes = {v: "yes" if ok else "no" for v, ok in same.items()}
+            line += (
+                "; onnxruntime runs the anchor's graph (the same ops, initializers of the same shapes): "
+                f"plain export folded {yes['plain_folded']}, its session {yes['plain_plugin']}; "
+                f"export_torch folded {yes['folded']}, its session {yes['plugin']}"
+            )
+        plain.append(line + ".")
     return [lines[0], "", *(f"* {line}" for line in lines[1:] + plain)]
 
 

@@ -13,12 +13,16 @@ def block_medians(
     """Median per-call seconds of each function, timed in alternating blocks.
 
     Blocks (rather than call-by-call interleaving) keep one session's spinning
-    thread pool from stealing the cores of the next call of the other.
+    thread pool from stealing the cores of the next call of the other. Every other
+    round runs the functions in reverse order, so a drift within a round does not
+    favour the ones timed first.
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     per_block = max(1, repeat // blocks)
-    for _ in range(blocks):
-        for k, fn in fns.items():
+    names = list(fns)
+    for round_ in range(blocks):
+        for k in names if round_ % 2 == 0 else names[::-1]:
+            fn = fns[k]
             for _ in range(warmup):
                 fn()
             for _ in range(per_block):
