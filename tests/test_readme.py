@@ -45,6 +45,7 @@ SHRINK = {
     "benchmarks/bench_session_churn.py": "--sessions 20 --json c.json",
     "benchmarks/bench_startup.py": "--repeat 1 --json st.json",
     "benchmarks/bench_session_startup.py": "--networks wider_resnet20 --processes 1 --json ss.json",
+    "benchmarks/bench_plain_export.py": "--networks wider_resnet20 --batches 1 --rounds 2 --calls 1 --json pe.json",
     "benchmarks/bench_install_size.py": "--json i.json",
     "benchmarks/bench_paddle.py": "--batches 1 --repeat 1 --side 32 --width 8 --json p.json",
     "benchmarks/report.py": "--readme README.md",  # the scratch copy, not the repository's README

@@ -250,3 +250,22 @@ def test_plain_torch_export_folds_to_the_graph_of_torchs_optimized_export(tmp_pa
                 None, {folded.graph.input[0].name: xn.numpy()}
             )[0]
             assert_close(got, net(xn).numpy())
+
+
+def test_tensors_in_missing_external_files_are_left_alone():
+    """Neither rule reads what it cannot: a bias and a target piece whose external data is missing
+    stay as they are, for onnxruntime's loader to report."""
+    conv = conv_model(np.zeros(4))
+    bias = next(i for i in conv.graph.initializer if i.name == "B")
+    onnx.external_data_helper.set_external_data(bias, "missing.bin", offset=0, length=16)
+    bias.data_location = TensorProto.EXTERNAL
+    bias.ClearField("raw_data")
+    bias.ClearField("float_data")
+    assert drop_zero_biases(conv) == 0
+    model = flatten_model("squeeze")
+    rest = next(i for i in model.graph.initializer if i.name == "rest")
+    onnx.external_data_helper.set_external_data(rest, "missing.bin", offset=0, length=8)
+    rest.data_location = TensorProto.EXTERNAL
+    rest.ClearField("raw_data")
+    rest.ClearField("int64_data")
+    assert constant_reshape_targets(model, type_table(model)) == 0

@@ -71,6 +71,8 @@ class _Values:
         if init is not None:
             if init.data_type not in _INTS or len(init.dims) > 1 or (init.dims and init.dims[0] > _MAX_NUMBERS):
                 return None
+            if init.data_location == TensorProto.EXTERNAL:  # a few numbers are never worth a file read
+                return None
             array = numpy_helper.to_array(init)
             return array.ndim == 0, tuple(int(e) for e in array.ravel())
         node = self.producer.get(name)
