@@ -282,6 +282,40 @@ def session_startup_lines(data: dict) -> list[str]:
     return [*lines, "", taken_on(data)]
 
 
+def plain_export_lines(data: dict) -> list[str]:
+    first = next(iter(data["networks"].values()))["runs"][0]
+    lines = [
+        "Torch's plain export (`optimize=False`) of each network, converted, against torch's optimized export (the "
+        f"anchor): ms per run and × the anchor, the median of {first['rounds']} paired rounds at batch 1 (half as "
+        "many at batch 8), with the 25th–75th percentile of the round ratios:",
+        "",
+        "| network | batch | torch's optimized export | converted + folded, plain onnxruntime "
+        "| converted, default session | largest difference from torch eager |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name, net in data["networks"].items():
+        for run in net["runs"]:
+            t = run["variants"]
+            cells = [f"{t[data['anchor']]['median_s'] * 1e3:.1f} ms"]
+            for v in ("plain_folded", "plain_plugin"):
+                spread = f"{t[v]['ratio_q25']:.2f}–{t[v]['ratio_q75']:.2f}"
+                cells.append(f"{t[v]['median_s'] * 1e3:.1f} ms ({t[v]['ratio']:.2f}×; {spread})")
+            cells.append(f"{max(run['max_abs_diff_vs_eager'].values()):.1e}")
+            lines.append(f"| {name} | {run['batch']} | " + " | ".join(cells) + " |")
+        same = net["same_graph_as_anchor"]
+        left = [op for op in ("Expand", "CastLike", "Shape") if net["ops_left_in_folded"].get(op)]
+        notes.append(
+            f"{name}: fold puts {net['folded_into_producers']} of {net['inplace_abn_nodes']} nodes into producers and "
+            f"rewrites {net['rewritten']} ({net['constant_nodes_evaluated']} constant-subgraph nodes evaluated, "
+            f"{net['reshape_targets_made_constant']} Reshape target(s) made constant, {net['zero_biases_dropped']} "
+            f"zero biases dropped; left: {', '.join(left) or 'no Expand, CastLike or Shape'}); onnxruntime "
+            f"runs the anchor's graph (the same ops, initializers of the same shapes): folded "
+            f"{'yes' if same['plain_folded'] else 'no'}, session {'yes' if same['plain_plugin'] else 'no'}."
+        )
+    return [*lines, "", *(f"* {note}" for note in notes)]
+
+
 def suite_lines(data: dict) -> list[str]:
     return [
         f"The default suite took {data['wall_s'] / 60:.1f} minutes on {data['cores']} cores and peaked at "
@@ -337,12 +371,15 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "session-churn": ("session_churn.json", churn_lines),
     "startup": ("startup.json", startup_lines),
     "session-startup": ("session_startup.json", session_startup_lines),
+    "plain-export": ("plain_export.json", plain_export_lines),
     "test-suite": ("test_suite.json", suite_lines),
 }
 
 
 #: blocks that end with the machine and versions their figures were taken with
-WITH_ENVIRONMENT = {"paddle", "networks-summary", "fold", "single-node-summary", "kernel", "routes", "session-churn"}
+WITH_ENVIRONMENT = {
+    "paddle", "plain-export", "networks-summary", "fold", "single-node-summary", "kernel", "routes", "session-churn",
+}  # fmt: skip
 
 
 def render(name: str, results: Path = RESULTS) -> str:
