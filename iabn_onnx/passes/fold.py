@@ -25,6 +25,10 @@ Preconditions (each rule returns a reason instead of folding):
   producer's output-channel axis (Conv/ConvTranspose: NCHW; Gemm/MatMul:
   the last axis).
 
+Before the node rules, three graph rules run once: small constant subgraphs become initializers
+(``constant_subgraphs``), Reshape targets built from the input's own dimensions become constant
+(``reshape_dims``), and Conv/ConvTranspose biases of zeros are dropped (``zero_bias``).
+
 Rules are tried in order; the first that matches rewrites. The argument
 model is never mutated.
 """

@@ -62,7 +62,7 @@ class _Values:
             self.memo[name] = None  # a cycle (an invalid graph) ends here
             try:
                 self.memo[name] = self._vector(name)
-            except (ValueError, IndexError, TypeError):  # a malformed piece: not this rule's to report
+            except (ValueError, IndexError, TypeError, RecursionError):  # malformed, or a chain too deep to follow
                 self.memo[name] = None
         return self.memo[name]
 

@@ -6,7 +6,8 @@ index (``passes.graph_index``) per graph:
 1. validate every node once (``check_model_nodes``: attributes, arity, dtype, rank, parameter
    lengths, opset; a fault raises ``InplaceABNError`` naming the node), then evaluate small
    constant subgraphs into initializers (``passes.constant_subgraphs``), so that parameters
-   given as Constant nodes and Conv biases computed by Expand/CastLike count as constants;
+   given as Constant nodes and Conv biases computed by Expand/CastLike count as constants, and
+   run fold's two other graph rules (``passes.reshape_dims``, ``passes.zero_bias``);
 2. plan a route per node (``_route``): ``passes.route_choice`` (a table measured by
    ``benchmarks/bench_routes.py``) says whether a standard form beats the kernel for the node's
    layout, dtype and activation. Where it does, a node that follows a Conv becomes
