@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import GraphProto, TensorProto, numpy_helper
+from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
 
 
 def subgraphs(graph: GraphProto) -> Iterator[GraphProto]:
@@ -30,6 +30,27 @@ def graphs(graph: GraphProto) -> Iterator[GraphProto]:
     """graph itself, then every subgraph nested in it."""
     yield graph
     yield from subgraphs(graph)
+
+
+def used_names(graph: GraphProto) -> set[str]:
+    """Every value and node name in graph, subgraphs too: fresh names avoid them all."""
+    used: set[str] = set()
+    for g in graphs(graph):
+        for n in g.node:
+            used.update(n.input)
+            used.update(n.output)
+            used.add(n.name)
+        used.update(i.name for i in g.initializer)
+        used.update(i.name for i in g.input)
+    return used
+
+
+def node_attr(node: NodeProto, name: str, default: object = None) -> object:
+    """The value of ``node``'s attribute ``name``, or ``default`` when it has none."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
 
 
 def attribute_tensors(graph: GraphProto) -> Iterator[TensorProto]:

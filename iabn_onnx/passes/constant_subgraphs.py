@@ -31,17 +31,11 @@ import numpy as np
 import onnx
 from onnx import NodeProto, helper, numpy_helper
 
+from ..graph import node_attr as _attr
 from ..graph import tensor_array
 from ..op.validation import TensorInfo
 
 MAX_ELEMENTS = 1 << 16  # 65,536
-
-
-def _attr(node: NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _axes(node: NodeProto, inputs: list[np.ndarray | None], position: int) -> list[int] | None:

@@ -110,6 +110,14 @@ def fold_with_report(
     return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
 
+def graph_rules(model: onnx.ModelProto, types: dict[str, TensorInfo], base_dir: str = "") -> tuple[int, int, int]:
+    """In place, before the node rules (fold's and the session's): constant subgraphs evaluated into
+    initializers, Reshape targets built from dimensions made constant, Conv biases of zeros dropped;
+    return how many of each. ``types`` is ``type_table(model)``."""
+    constants = fold_constant_subgraphs(model, types, base_dir)
+    return constants, constant_reshape_targets(model, types), drop_zero_biases(model, base_dir)
+
+
 def fold_into_producer(g: GraphIndex, m: FoldMatch) -> tuple[list[NodeProto], str] | str:
     """Fold one matched node into the layer that produces its X, through the index (rewriting the
     producer in place): the nodes that take the node's place and "into <producer>", or why no
@@ -140,9 +148,7 @@ def _fold(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     report = FoldReport()
-    report.constants = fold_constant_subgraphs(out, types)
-    report.reshapes = constant_reshape_targets(out, types)
-    report.zero_biases = drop_zero_biases(out)
+    report.constants, report.reshapes, report.zero_biases = graph_rules(out, types)
     g = GraphIndex(out.graph, types)
     for node in g.nodes:
         if not is_inplace_abn(node):
@@ -225,5 +231,6 @@ __all__ = [
     "fold",
     "fold_into_producer",
     "fold_with_report",
+    "graph_rules",
     "plan_fold",
 ]

@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from ..graph import fresh_name, graphs, subgraphs
+from ..graph import fresh_name, subgraphs, used_names
+from ..graph import node_attr as _attr
 from ..op.validation import TensorInfo
 
 #: a target element: a number, or the symbol of a dimension
@@ -132,13 +133,6 @@ class _Values:
         return False, tuple(picked)  # type: ignore[arg-type]
 
 
-def _attr(node: NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def check(node: NodeProto, values: _Values) -> list[int] | str:
     """The constant target for Reshape ``node``, or why it keeps the one it has."""
     if len(node.input) < 2:
@@ -188,8 +182,7 @@ def constant_reshape_targets(model: onnx.ModelProto, types: dict[str, TensorInfo
         if isinstance(target, str):
             continue
         if names is None:
-            names = {v for g in graphs(graph) for n in g.node for v in (*n.input, *n.output)}
-            names |= {i.name for g in graphs(graph) for i in (*g.initializer, *g.input)}
+            names = used_names(graph)
         name = fresh_name(names, f"{node.input[1]}__const")
         graph.initializer.append(numpy_helper.from_array(np.array(target, np.int64), name))
         chains.add(node.input[1])
@@ -213,16 +206,15 @@ def _without_dead_chains(nodes: list[NodeProto], graph: onnx.GraphProto, roots: 
             continue
         chain.add(id(n))
         stack.extend(producer[i] for i in n.input if i in producer)
-    reads = {o.name: 1 for o in graph.output}
+    reads = {o.name for o in graph.output}
     for g in subgraphs(graph):
         for n in g.node:
-            reads.update((i, 1) for i in n.input)
+            reads.update(n.input)
     kept: list[NodeProto] = []
     for n in reversed(nodes):  # consumers before producers
         if id(n) in chain and not any(o in reads for o in n.output):
             continue
-        for i in n.input:
-            reads[i] = 1
+        reads.update(n.input)
         kept.append(n)
     kept.reverse()
     return kept

@@ -46,7 +46,7 @@ from iabn_onnx.custom_ops.names import (
     TRAINING_OP,
     encode_config,
 )
-from iabn_onnx.graph import drop_opset_import, drop_unused_initializers, graphs, set_opset_import
+from iabn_onnx.graph import drop_opset_import, drop_unused_initializers, graphs, set_opset_import, used_names
 from iabn_onnx.op.function import remove_function_fallback
 from iabn_onnx.op.schema import (
     DOMAIN,
@@ -60,29 +60,13 @@ from iabn_onnx.op.validation import CheckedNode, check_model_nodes, type_table
 
 from ..passes import batchnorm_form, route_choice
 from ..passes.activation import activation_nodes
-from ..passes.constant_subgraphs import fold_constant_subgraphs
-from ..passes.fold import PRODUCER_OPS, fold_into_producer
+from ..passes.fold import PRODUCER_OPS, fold_into_producer, graph_rules
 from ..passes.fold_match import match_node
 from ..passes.graph_index import GraphIndex, sole_consumer_reason
 from ..passes.per_channel import per_channel_nodes
-from ..passes.reshape_dims import constant_reshape_targets
-from ..passes.zero_bias import drop_zero_biases
 from .routes import KERNEL, PRODUCER_FOLD, Route
 
 LoweredNode = CheckedNode  # what the session reports per kernel node
-
-
-def _names(model: onnx.ModelProto) -> set[str]:
-    """Every value and node name in the model, subgraphs too: fresh names avoid them all."""
-    used: set[str] = set()
-    for g in graphs(model.graph):
-        for n in g.node:
-            used.update(n.input)
-            used.update(n.output)
-            used.add(n.name)
-        used.update(i.name for i in g.initializer)
-        used.update(i.name for i in g.input)
-    return used
 
 
 def lower(
@@ -99,12 +83,10 @@ def lower(
     register_schema()
     table = type_table(model)
     infos = check_model_nodes(model, table)
-    fold_constant_subgraphs(model, table, base_dir)  # Conv biases torch computes, paddle2onnx's Constant parameters
-    constant_reshape_targets(model, table)  # torch's plain export of flatten/view: Reshape(T, Concat(Shape(X)[0], ...))
-    drop_zero_biases(model, base_dir)  # the zeros torch's plain export computes for a bias-free Conv
+    graph_rules(model, table, base_dir)  # Conv biases torch computes, paddle2onnx's Constant parameters, ...
     nodes = [n for g in graphs(model.graph) for n in g.node if is_inplace_abn(n)]
     checked = {node.output[0]: info for node, info in zip(nodes, infos)}
-    used = _names(model)
+    used = used_names(model.graph)
     routes: list[Route] = []
     kernel_nodes: list[LoweredNode] = []
     for graph in graphs(model.graph):  # lazily: a subgraph is reached after its parent's commit
