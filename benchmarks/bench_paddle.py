@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import tempfile
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     from paddle import inference
 
     import iabn_onnx
-    from benchmarks.timing import block_medians, environment
+    from benchmarks.timing import block_medians, write_results
 
     paddle.enable_static()
     tools = _fixture_tools()
@@ -147,10 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             for k in VARIANTS:
                 ratio = run["ratio_to_" + ANCHOR][k]
                 print(f"  {k:17s} {medians[k] * 1e3:8.2f} ms  {ratio:5.2f}x  max|diff| {diffs[k]:.1e}")
-    results["environment"] = {**environment(), "paddlepaddle": paddle.__version__}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.json}")
+    write_results(results, args.json, paddlepaddle=paddle.__version__)
     return results
 
 

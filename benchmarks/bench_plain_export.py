@@ -26,7 +26,6 @@ from torch eager.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from benchmarks.bench_networks import same_graph_as_anchor
-    from benchmarks.timing import environment
+    from benchmarks.timing import write_results
 
     torch.set_num_threads(os.cpu_count() or 1)
     results: dict = {"anchor": VARIANTS[0], "networks": {}}
@@ -168,10 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for v, t in run["variants"].items()
                 )
                 print(f"{name} batch {run['batch']}: {cells}; same graph: {facts['same_graph_as_anchor']}", flush=True)
-    results["environment"] = environment()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.json}")
+    write_results(results, args.json)
     return results
 
 

@@ -18,7 +18,6 @@ The package's bytecode is written first, as ``pip install`` does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=str(RESULTS / "session_startup.json"))
     args = ap.parse_args(argv)
     from benchmarks import bench_networks
-    from benchmarks.timing import compile_package, environment
+    from benchmarks.timing import compile_package, write_results
 
     compile_package()
     results: dict = {"processes": args.processes, "batch": args.batch, "networks": {}}
@@ -83,10 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{name}: " + ", ".join(f"{k} {v:.2f} s ({v / medians['folded']:.2f}x)" for k, v in medians.items()),
                 flush=True,
             )
-    results["environment"] = environment()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.json}")
+    write_results(results, args.json)
     return results
 
 

@@ -72,3 +72,15 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "versions": versions}
+
+
+def write_results(results: dict, path: str, **versions: str) -> None:
+    """Record where the figures were taken (``environment()``, plus ``versions`` of what else ran), write
+    ``results`` to ``path`` as JSON and say so."""
+    import json
+    from pathlib import Path
+
+    results["environment"] = {**environment(), **versions}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
