@@ -269,6 +269,24 @@ def test_a_file_changed_while_the_session_reads_it_raises(tmp_path, monkeypatch)
         iabn_onnx.InferenceSession(path)
 
 
+def test_a_file_changed_after_the_walk_before_the_copy_raises(tmp_path, monkeypatch):
+    """The outline's offsets are the walked file's: a rewrite between the walk and the copy's start
+    would give onnxruntime weights from other places, so the copy checks the file as it was walked."""
+    path = tmp_path / "net.onnx"
+    path.write_bytes(conv_net_model(channels=16).SerializeToString())
+    walk = session_module._walk_outline
+
+    def walk_then_touch(source):
+        walked = walk(source)
+        with open(source, "ab") as fh:
+            fh.write(b"\x00")
+        return walked
+
+    monkeypatch.setattr(session_module, "_walk_outline", walk_then_touch)
+    with pytest.raises(iabn_onnx.ModelLoadError, match="changed while the session read it"):
+        iabn_onnx.InferenceSession(path)
+
+
 def test_no_file_is_left_behind(tmp_path, monkeypatch):
     import tempfile
 

@@ -5,6 +5,7 @@ One check for both, so a node the runtime would reject is never rewritten by fol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -62,17 +63,30 @@ def type_table(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     table: dict[str, TensorInfo] = {}
     graph = inferred.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:
-        tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             continue
+        tt = vi.type.tensor_type
         shape = symbols = None
         if tt.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-            symbols = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tt.shape.dim)
+            shape, symbols = _dims(tt.shape.dim)
         table[vi.name] = TensorInfo(tt.elem_type or None, shape, symbols)
     for init in graph.initializer:
         table[init.name] = TensorInfo(init.data_type, tuple(init.dims))
     return table
+
+
+def _dims(
+    dims: Sequence[onnx.TensorShapeProto.Dimension],
+) -> tuple[tuple[int | None, ...], tuple[str | None, ...] | None]:
+    """A shape's sizes (None where unknown) and its symbols (None: it has none); one look at each dim,
+    as the session's start-up reads thousands of them."""
+    sizes: list[int | None] = []
+    symbols: list[str | None] = []
+    for d in dims:
+        which = d.WhichOneof("value")
+        sizes.append(d.dim_value if which == "dim_value" else None)
+        symbols.append(d.dim_param or None if which == "dim_param" else None)
+    return tuple(sizes), (tuple(symbols) if any(symbols) else None)
 
 
 def _dtype_name(elem_type: int) -> str:

@@ -50,6 +50,8 @@ class Walked:
     data: bytes
     #: a main-graph initializer keeps its data in an external file of its own
     own_external_data: bool
+    #: some tensor's bytes were left in the file (the outline refers to them by offset)
+    points_into_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def walk_outline(path: str | os.PathLike[str], location: str | None = None) -> W
         data = walker.model()
     finally:
         mapped.close()
-    return Walked(data, walker.own_external_data)
+    return Walked(data, walker.own_external_data, walker.points_into_file)
 
 
 def parse_outline(walked: Walked) -> Outline:
@@ -111,6 +113,7 @@ class _Walker:
         self.buf = buf
         self.location = location.encode()
         self.own_external_data = False
+        self.points_into_file = False
 
     def model(self) -> bytes:
         parts: list[bytes] = []
@@ -152,6 +155,7 @@ class _Walker:
             entry = _length_delimited(1, key) + _length_delimited(2, value)  # StringStringEntryProto
             parts.append(_length_delimited(_TENSOR_EXTERNAL_DATA, entry))
         parts.append(_varint((_TENSOR_DATA_LOCATION << 3) | _VARINT) + _varint(_EXTERNAL))
+        self.points_into_file = True
         return b"".join(parts)
 
     def _fields(self, pos: int, stop: int):  # -> Iterator[tuple[number, wire, start, body, end]]

@@ -127,10 +127,10 @@ class _FileCopy(threading.Thread):
     """Copies a file on a thread of its own (the kernel does the copying, without the GIL); ``finish``
     waits for it and checks that the source did not change meanwhile."""
 
-    def __init__(self, source: Path, target: str) -> None:
+    def __init__(self, source: Path, target: str, before: tuple[int, int, int]) -> None:
         super().__init__(name="iabn_onnx model copy", daemon=True)
         self.source, self.target = source, target
-        self.before = _identity(source)
+        self.before = before  # the file's identity when the session began to read it
         self.error: BaseException | None = None
         self.start()
 
@@ -266,62 +266,67 @@ class InferenceSession:
         level = (sess_options or ort.SessionOptions()).graph_optimization_level
         fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
         with tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
-            copy = None
-            cache_key = None
-            if isinstance(model, (str, os.PathLike)):
-                source = _model_file(model)
-                walked = _walk_outline(source)
-                if start_cache.cache_dir() is not None and not walked.own_external_data:
-                    cache_key = start_cache.key(walked.data, {"kernel_only": kernel_only, "fuses_conv": fuses})
-                    entry = start_cache.lookup(cache_key)
-                    if entry is not None and entry.model is None:
+            copy = started = None
+            try:
+                cache_key = None
+                if isinstance(model, (str, os.PathLike)):
+                    source = _model_file(model)
+                    before = _identity(source)  # a change from here on fails the copy's finish()
+                    walked = _walk_outline(source)
+                    if walked.points_into_file and not walked.own_external_data and DOMAIN.encode() in walked.data:
+                        # The outline's big tensors point into the file, and onnxruntime memory-maps the
+                        # weights it reads that way: it gets a private copy (a session cannot fault when
+                        # the user's file is rewritten in place), begun now to run while the cache is
+                        # looked up or the graph lowered. A file that never names our domain has no
+                        # InplaceABN node and goes to onnxruntime as it is.
+                        copy = started = _FileCopy(source, os.path.join(tmp, source.name), before)
+                    if start_cache.cache_dir() is not None and not walked.own_external_data:
+                        cache_key = start_cache.key(walked.data, {"kernel_only": kernel_only, "fuses_conv": fuses})
+                        entry = start_cache.lookup(cache_key)
+                        if entry is not None and entry.model is None:
+                            self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
+                            return
+                        path = self._from_cache(entry, source, tmp, copy) if entry is not None else None
+                        if path is not None:
+                            self._start(path, sess_options, options)
+                            return
+                    outline = _parse_outline(walked, source)
+                    del walked
+                    if not _has_inplace_abn(outline.model):
+                        # nothing to change: onnxruntime reads the original file (and its external data)
+                        if cache_key is not None and not outline.own_external_data:
+                            start_cache.store(cache_key, None, {})
                         self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
                         return
-                    path = self._from_cache(entry, source, tmp) if entry is not None else None
-                    if path is not None:
-                        self._start(path, sess_options, options)
-                        return
-                outline = _parse_outline(walked, source)
-                del walked
-                if not _has_inplace_abn(outline.model):
-                    # nothing to change: onnxruntime reads the original file (and its external data)
-                    if cache_key is not None and not outline.own_external_data:
-                        start_cache.store(cache_key, None, {})
-                    self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
-                    return
-                if outline.own_external_data:
-                    proto, base_dir, cache_key = load_model_file(source)[0], "", None
-                elif not _points_into_file(outline.model):
-                    proto, base_dir = outline.model, ""  # every tensor is small: the outline is the whole model
+                    if outline.own_external_data:
+                        proto, base_dir, cache_key, copy = load_model_file(source)[0], "", None, None
+                    elif not _points_into_file(outline.model):
+                        proto, base_dir = outline.model, ""  # every tensor is small: the outline is the whole model
+                    else:
+                        proto, base_dir = outline.model, str(source.parent)
+                        if copy is None:
+                            copy = started = _FileCopy(source, os.path.join(tmp, source.name), before)
                 else:
-                    # The outline's big tensors point into the file. onnxruntime memory-maps the weights
-                    # it reads that way, so it gets a private copy, made while the model is lowered: a
-                    # session cannot fault when the user's file is rewritten in place.
-                    proto, base_dir = outline.model, str(source.parent)
-                    copy = _FileCopy(source, os.path.join(tmp, source.name))
-            else:
-                proto, base_dir = load_model(model), ""  # the session's own copy, rewritten in place
-            del model
-            from ..graph import recording_external_reads
+                    proto, base_dir = load_model(model), ""  # the session's own copy, rewritten in place
+                del model
+                from ..graph import recording_external_reads
 
-            try:
                 with recording_external_reads() as reads:
                     path = self._lower(proto, kernel_only, fuses, base_dir, tmp, copy.target if copy else None)
-            except BaseException:
+                del proto
+                meta = None
+                if cache_key is not None and all(location == source.name for location, _, _ in reads):
+                    stretches = start_cache.read_digests(source, [(offset, length) for _, offset, length in reads])
+                    meta = self._report_json()
+                    meta.update(points_into_file=copy is not None, reads=stretches, model_name=os.path.basename(path))
                 if copy is not None:
-                    copy.join()  # the folder goes away with this error: let the copy end first
-                raise
-            del proto
-            meta = None
-            if cache_key is not None and all(location == source.name for location, _, _ in reads):
-                stretches = start_cache.read_digests(source, [(offset, length) for _, offset, length in reads])
-                meta = self._report_json()
-                meta.update(points_into_file=copy is not None, reads=stretches, model_name=os.path.basename(path))
-            if copy is not None:
-                copy.finish()  # the file did not change while it was copied, lowered and read
-            if meta is not None:
-                start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
-            self._start(path, sess_options, options)
+                    copy.finish()  # the file did not change while it was walked, copied, lowered and read
+                if meta is not None:
+                    start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
+                self._start(path, sess_options, options)
+            finally:
+                if started is not None:
+                    started.join()  # the folder goes away next (after an error too): the copy ends first
 
     def _start(self, path: str, sess_options: ort.SessionOptions | None, options: dict[str, Any]) -> None:
         """onnxruntime's session on the lowered model file ``path``."""
@@ -337,10 +342,10 @@ class InferenceSession:
         if faults:
             raise faults[0].to_exception()
 
-    def _from_cache(self, entry: start_cache.Entry, source: Path, tmp: str) -> str | None:
+    def _from_cache(self, entry: start_cache.Entry, source: Path, tmp: str, copy: _FileCopy | None) -> str | None:
         """Set the session up from a cache entry: the lowered model's file in ``tmp``, or None
         when the entry is not one this code wrote or the stretches of ``source`` the lowering
-        read have changed since."""
+        read have changed since. ``copy``: the private copy of ``source`` begun for onnxruntime."""
         meta = entry.meta
         try:  # an entry this code wrote has every field; any other is a miss
             model_name = meta["model_name"]
@@ -352,16 +357,14 @@ class InferenceSession:
             fed = [route_from_json(r) for r in meta["fed_routes"]]  # imports the schema only when there are any
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
-        copy = _FileCopy(source, os.path.join(tmp, source.name)) if points_into_file else None
+        if points_into_file and copy is None:  # the walk found no tensor in the file: not this file's entry
+            return None
         if not start_cache.unchanged(entry, source):  # checked after the copy began, which checks the rest
-            if copy is not None:
-                copy.join()
-                Path(copy.target).unlink(missing_ok=True)
             return None
         path = os.path.join(tmp, model_name)
         with open(path, "wb") as fh:
             fh.write(entry.model or b"")
-        if copy is not None:
+        if points_into_file and copy is not None:
             copy.finish()
         self._kernel, self._standard_routes, self._static_shapes, self._fed_routes = kernel, standard, static, fed
         self._report, self._routes, self._kernel_nodes = meta, None, None
