@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.bad_models import MODEL_CASES, RUN_CASES
@@ -77,8 +78,13 @@ def test_bad_input_raises_from_run_and_session_survives(case):
 
 @pytest.mark.parametrize(
     "content, error",
-    [(b"", "ModelLoadError"), (b"not an onnx model \x00\xff", "ModelLoadError"), ("truncated", "ModelLoadError")],
-    ids=["zero_bytes", "not_onnx", "truncated"],
+    [
+        (b"", "ModelLoadError"),
+        (b"not an onnx model \x00\xff", "ModelLoadError"),
+        ("truncated", "ModelLoadError"),
+        ("tensor", "ModelLoadError"),
+    ],
+    ids=["zero_bytes", "not_onnx", "truncated", "another_protobuf"],
 )
 def test_bad_files_raise(tmp_path, content, error):
     path = tmp_path / "bad.onnx"
@@ -87,6 +93,10 @@ def test_bad_files_raise(tmp_path, content, error):
 
         data = single_node_model((2, 4, 3))[0].SerializeToString()
         content = data[: len(data) // 2]
+    elif content == "tensor":  # well-formed protobuf, but a TensorProto: no graph
+        from onnx import numpy_helper
+
+        content = numpy_helper.from_array(np.arange(600, dtype=np.float32), "w").SerializeToString()
     path.write_bytes(content)
     proc = run_isolated(
         f"""

@@ -185,9 +185,32 @@ def test_an_entry_missing_a_field_is_a_miss(tmp_path, cache):
     assert not (tmp_path / "outside.onnx").exists()
 
 
-def test_a_file_without_inplace_abn_is_remembered_as_is(tmp_path, cache):
+def test_a_file_without_our_domain_goes_to_onnxruntime_without_onnx(tmp_path, cache):
+    """A folded model names no InplaceABN domain: even its first process imports no onnx and
+    writes no cache entry."""
     _, model = _model_file(tmp_path)
     folded = iabn_onnx.fold(model)
+    assert all(o.domain != iabn_onnx.DOMAIN for o in folded.opset_import)
+    plain = tmp_path / "plain.onnx"
+    onnx.save(folded, str(plain))
+    code = f"""
+        import sys
+        import numpy as np
+        import iabn_onnx
+        s = iabn_onnx.InferenceSession({str(plain)!r})
+        y = s.run(None, {{"X": np.ones((1, 3, 8, 8), np.float32)}})[0]
+        print("onnx" in sys.modules, s.routes, y.shape)
+    """
+    first, second = run_isolated(code), run_isolated(code)
+    assert first.stdout.split() == ["False", "[]", "(1,", "10)"], first.stderr
+    assert second.stdout == first.stdout, second.stderr
+    assert _entries(cache) == []
+
+
+def test_a_file_naming_the_domain_without_a_node_is_remembered_as_is(tmp_path, cache):
+    _, model = _model_file(tmp_path)
+    folded = iabn_onnx.fold(model)
+    folded.opset_import.append(onnx.helper.make_opsetid(iabn_onnx.DOMAIN, iabn_onnx.OPSET_VERSION))
     plain = tmp_path / "plain.onnx"
     onnx.save(folded, str(plain))
     code = f"""

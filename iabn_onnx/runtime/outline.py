@@ -32,7 +32,9 @@ MIN_EXTERNAL_BYTES = 1024
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_NODE = 1  # GraphProto.node
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
+_GRAPH_OUTPUT = 12  # GraphProto.output
 _TENSOR_RAW_DATA = 9  # TensorProto.raw_data
 _TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data
 _TENSOR_DATA_LOCATION = 14  # TensorProto.data_location
@@ -52,6 +54,8 @@ class Walked:
     own_external_data: bool
     #: some tensor's bytes were left in the file (the outline refers to them by offset)
     points_into_file: bool = False
+    #: the main graph has a node or an output (a protobuf file of another kind has neither)
+    has_graph: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def walk_outline(path: str | os.PathLike[str], location: str | None = None) -> W
         data = walker.model()
     finally:
         mapped.close()
-    return Walked(data, walker.own_external_data, walker.points_into_file)
+    return Walked(data, walker.own_external_data, walker.points_into_file, walker.has_graph)
 
 
 def parse_outline(walked: Walked) -> Outline:
@@ -114,6 +118,7 @@ class _Walker:
         self.location = location.encode()
         self.own_external_data = False
         self.points_into_file = False
+        self.has_graph = False
 
     def model(self) -> bytes:
         parts: list[bytes] = []
@@ -127,6 +132,8 @@ class _Walker:
     def _graph(self, start: int, stop: int) -> bytes:
         parts: list[bytes] = []
         for number, wire, field_start, body, end in self._fields(start, stop):
+            if number in (_GRAPH_NODE, _GRAPH_OUTPUT) and wire == _BYTES:
+                self.has_graph = True
             tensor = self._tensor(body, end) if number == _GRAPH_INITIALIZER and wire == _BYTES else None
             if tensor is None:
                 parts.append(self.buf[field_start:end])

@@ -113,8 +113,12 @@ def _model_file(source: str | os.PathLike[str]) -> Path:
 
 def _with_graph(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     if not model.graph.node and not model.graph.output:
-        raise ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
+        raise _no_graph(path)
     return model
+
+
+def _no_graph(path: Path) -> ModelLoadError:
+    return ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
 
 
 def _points_into_file(model: onnx.ModelProto) -> bool:
@@ -273,12 +277,19 @@ class InferenceSession:
                     source = _model_file(model)
                     before = _identity(source)  # a change from here on fails the copy's finish()
                     walked = _walk_outline(source)
-                    if walked.points_into_file and not walked.own_external_data and DOMAIN.encode() in walked.data:
+                    if DOMAIN.encode() not in walked.data:
+                        # A node of our domain names it in the graph's bytes: with no such node there is
+                        # nothing to change, and onnxruntime reads the file (and its external data) as it is,
+                        # without onnx imported or the cache consulted (a folded model's first process).
+                        if not walked.has_graph:
+                            raise _no_graph(source)
+                        self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
+                        return
+                    if walked.points_into_file and not walked.own_external_data:
                         # The outline's big tensors point into the file, and onnxruntime memory-maps the
                         # weights it reads that way: it gets a private copy (a session cannot fault when
                         # the user's file is rewritten in place), begun now to run while the cache is
-                        # looked up or the graph lowered. A file that never names our domain has no
-                        # InplaceABN node and goes to onnxruntime as it is.
+                        # looked up or the graph lowered.
                         copy = started = _FileCopy(source, os.path.join(tmp, source.name), before)
                     if start_cache.cache_dir() is not None and not walked.own_external_data:
                         cache_key = start_cache.key(walked.data, {"kernel_only": kernel_only, "fuses_conv": fuses})
