@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
+from benchmarks.timing import quartiles  # noqa: E402
+
 VARIANTS = ("torch_export_opt", "plain_folded", "plain_plugin")  # the anchor first
 NETWORKS = ("resnet50", "tresnet_m", "densenet121", "wider_resnet20", "aspp_resnet50")
 
@@ -98,12 +100,12 @@ def paired_rounds(calls: dict[str, Callable[[], object]], rounds: int, per_round
     out = {}
     for k in names:
         ratios = [m / a for m, a in zip(medians[k], anchor)]
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        q25, q75 = quartiles(ratios)
         out[k] = {
             "median_s": statistics.median(medians[k]),
             "ratio": statistics.median(ratios),
-            "ratio_q25": q[0],
-            "ratio_q75": q[2],
+            "ratio_q25": q25,
+            "ratio_q75": q75,
             "round_ratios": ratios,
         }
     return out

@@ -1,7 +1,9 @@
 """Start-up plus first run of a session, against plain onnxruntime on the folded model: fresh processes.
 
 For each network (mapillary-style InPlaceABN, exported by ``export_torch``), one process per
-sample, the three variants alternating so drift hits them alike:
+sample, in rounds of one process per variant, the order rotating from round to round so that
+neither drift nor a variant's place in the round (right after another's 100 MB file copy, say)
+favours one of them:
 
 * ``folded``: plain onnxruntime on ``iabn_onnx.fold``'s model (the anchor);
 * ``session``: ``iabn_onnx.InferenceSession`` on the exported model, from the start-up cache
@@ -9,10 +11,11 @@ sample, the three variants alternating so drift hits them alike:
 * ``session_cold``: the same with the cache off (``IABN_ONNX_CACHE=0``), as a file's first process starts.
 
 Each process imports numpy and onnxruntime (and iabn_onnx), creates the session with
-ORT_ENABLE_ALL and runs one batch-8 input; the figure is the median over ``--processes``.
+ORT_ENABLE_ALL and runs one batch-8 input. Per variant: the median time over ``--processes``
+rounds, and the median (with the 25th-75th percentile) of its ratio to the anchor in the same round.
 The package's bytecode is written first, as ``pip install`` does.
 
-    python benchmarks/bench_session_startup.py [--networks resnet50 densenet121 wider_resnet20] [--processes 11]
+    python benchmarks/bench_session_startup.py [--networks resnet50 densenet121 wider_resnet20] [--processes 15]
 """
 
 from __future__ import annotations
@@ -49,15 +52,15 @@ def _export(name: str, workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", nargs="+", default=["resnet50", "densenet121", "wider_resnet20"])
-    ap.add_argument("--processes", type=int, default=11)
+    ap.add_argument("--processes", type=int, default=15)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", default=str(RESULTS / "session_startup.json"))
     args = ap.parse_args(argv)
     from benchmarks import bench_networks
-    from benchmarks.timing import compile_package, write_results
+    from benchmarks.timing import compile_package, quartiles, write_results
 
     compile_package()
-    results: dict = {"processes": args.processes, "batch": args.batch, "networks": {}}
+    results: dict = {"processes": args.processes, "batch": args.batch, "order": "rotating", "networks": {}}
     with tempfile.TemporaryDirectory(prefix="iabn_startup_") as tmp:
         workdir = Path(tmp)
         cache = str(workdir / "start_cache")  # this run's own; the children inherit it
@@ -68,20 +71,20 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.networks:
             _export(name, workdir)
             bench_networks._session("plugin", bench_networks._model_path(workdir, name, "plugin"))  # fills the cache
-            samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-            for _ in range(args.processes):
-                for label, variant in VARIANTS.items():
-                    samples[label].append(bench_networks.fresh_process(name, workdir, variant, args.batch)[1])
-            medians = {label: statistics.median(s) for label, s in samples.items()}
+            labels = list(VARIANTS)
+            samples: dict[str, list[float]] = {v: [] for v in labels}
+            for r in range(args.processes):
+                for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+                    samples[label].append(bench_networks.fresh_process(name, workdir, VARIANTS[label], args.batch)[1])
+            ratios = {v: [a / b for a, b in zip(samples[v], samples["folded"])] for v in labels}
             results["networks"][name] = {
-                "startup_s": medians,
-                "ratio_to_folded": {label: m / medians["folded"] for label, m in medians.items()},
+                "startup_s": {v: statistics.median(s) for v, s in samples.items()},
+                "ratio_to_folded": {v: statistics.median(rs) for v, rs in ratios.items()},
+                "ratio_quartiles": {v: quartiles(rs) for v, rs in ratios.items()},
                 "samples_s": samples,
             }
-            print(
-                f"{name}: " + ", ".join(f"{k} {v:.2f} s ({v / medians['folded']:.2f}x)" for k, v in medians.items()),
-                flush=True,
-            )
+            r = results["networks"][name]["ratio_to_folded"]
+            print(f"{name}: " + ", ".join(f"{v} {r[v]:.2f}x" for v in labels), flush=True)
     write_results(results, args.json)
     return results
 

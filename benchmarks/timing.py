@@ -32,6 +32,14 @@ def block_medians(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The 25th and 75th percentiles (both the value itself for one sample)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def repeats_for(fn: Callable[[], object], budget_s: float, lo: int = 5, hi: int = 200) -> int:
     """How many calls fit in budget_s (one timed probe call)."""
     fn()
