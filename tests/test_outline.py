@@ -230,6 +230,39 @@ def test_a_model_with_its_own_external_data(tmp_path):
     assert_close(got, _reference_eval_with_iabn(model, {"X": x})[0], np.float32)
 
 
+def test_a_file_named_like_the_lowered_model_with_a_node_tensor_in_a_file_of_its_own(tmp_path, monkeypatch):
+    """Big main-graph tensors (so the copy begins after the walk) and a Constant whose tensor lives in an
+    external file (so the session then loads the whole model instead): the lowered model is written
+    beside the copy, which may still be running, never over it."""
+    import iabn_onnx.graph
+
+    copies, saved = [], []
+    monkeypatch.setattr(session_module._FileCopy, "run", lambda self: copies.append(self.target))
+    save_model = iabn_onnx.graph.save_model
+    monkeypatch.setattr(iabn_onnx.graph, "save_model", lambda m, p, **kw: (saved.append(p), save_model(m, p, **kw)))
+    model = conv_net_model(channels=16)
+    model.graph.node.append(
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array([0.5], np.float32)))
+    )
+    model.graph.output.append(helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [1]))
+    on_disk = onnx.ModelProto()
+    on_disk.CopyFrom(model)
+    tensor = on_disk.graph.node[-1].attribute[0].t
+    (tmp_path / "c.bin").write_bytes(tensor.raw_data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", "c.bin"), ("offset", "0"), ("length", "4")):
+        tensor.external_data.add(key=key, value=value)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(on_disk.SerializeToString())
+    x = rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    session = iabn_onnx.InferenceSession(path)
+    assert copies and saved and not set(copies) & set(saved), (copies, saved)
+    expected = _reference_eval_with_iabn(model, {"X": x})
+    for got, want in zip(session.run(None, {"X": x}), expected):
+        assert_close(got, want, np.float32)
+
+
 def test_rewriting_the_file_in_place_does_not_fault_a_running_session(tmp_path):
     """onnxruntime memory-maps weights it reads from a file: without the session's private copy,
     truncating the user's file in place kills the process with SIGBUS at the next run (here in

@@ -322,8 +322,8 @@ class InferenceSession:
                 del model
                 from ..graph import recording_external_reads
 
-                with recording_external_reads() as reads:
-                    path = self._lower(proto, kernel_only, fuses, base_dir, tmp, copy.target if copy else None)
+                with recording_external_reads() as reads:  # the lowered model takes a name the copy does not
+                    path = self._lower(proto, kernel_only, fuses, base_dir, tmp, started.target if started else None)
                 del proto
                 meta = None
                 if cache_key is not None and all(location == source.name for location, _, _ in reads):
@@ -370,9 +370,11 @@ class InferenceSession:
             return None
         if points_into_file and copy is None:  # the walk found no tensor in the file: not this file's entry
             return None
+        path = os.path.join(tmp, model_name)
+        if copy is not None and path == copy.target:  # the lowered model never took the copy's name
+            return None
         if not start_cache.unchanged(entry, source):  # checked after the copy began, which checks the rest
             return None
-        path = os.path.join(tmp, model_name)
         with open(path, "wb") as fh:
             fh.write(entry.model or b"")
         if points_into_file and copy is not None:
