@@ -157,7 +157,6 @@ def infer_shapes_light(
     ``stand_in(node)``: the nodes inference sees in place of ``node`` (None: the node itself),
     in every graph of the view.
     """
-
     source = model.graph
     light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
     light.opset_import.extend(model.opset_import)
