@@ -131,20 +131,23 @@ class _Walker:
 
     def _graph(self, start: int, stop: int) -> bytes:
         parts: list[bytes] = []
+        kept = start  # the fields from here on are copied as they are, in one slice
         for number, wire, field_start, body, end in self._fields(start, stop):
             if number in (_GRAPH_NODE, _GRAPH_OUTPUT) and wire == _BYTES:
                 self.has_graph = True
             tensor = self._tensor(body, end) if number == _GRAPH_INITIALIZER and wire == _BYTES else None
-            if tensor is None:
-                parts.append(self.buf[field_start:end])
-            else:
+            if tensor is not None:
+                parts.append(self.buf[kept:field_start])
                 parts.append(_length_delimited(_GRAPH_INITIALIZER, tensor))
+                kept = end
+        parts.append(self.buf[kept:stop])
         return b"".join(parts)
 
     def _tensor(self, start: int, stop: int) -> bytes | None:
         """The tensor with its raw data referenced in place, or None to copy it as it is."""
         raw = None
-        for number, wire, _, body, end in self._fields(start, stop):
+        fields = list(self._fields(start, stop))
+        for number, wire, _, body, end in fields:
             if number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
                 self.own_external_data = True
                 return None
@@ -153,9 +156,7 @@ class _Walker:
         if raw is None or raw[1] - raw[0] <= MIN_EXTERNAL_BYTES:
             return None
         parts: list[bytes] = [
-            self.buf[field_start:end]
-            for number, _, field_start, _, end in self._fields(start, stop)
-            if number != _TENSOR_RAW_DATA
+            self.buf[field_start:end] for number, _, field_start, _, end in fields if number != _TENSOR_RAW_DATA
         ]
         offset, length = str(raw[0]).encode(), str(raw[1] - raw[0]).encode()
         for key, value in ((b"location", self.location), (b"offset", offset), (b"length", length)):
@@ -169,7 +170,11 @@ class _Walker:
         buf = self.buf
         while pos < stop:
             start = pos
-            key, pos = _read_varint(buf, pos, stop)
+            key = buf[pos]
+            if key < 0x80:  # a one-byte varint, as nearly every key is (the walk's hot path)
+                pos += 1
+            else:
+                key, pos = _read_varint(buf, pos, stop)
             number, wire = key >> 3, key & 7
             if number == 0:
                 raise WireError(f"field number 0 at byte {start}")
@@ -177,7 +182,10 @@ class _Walker:
                 _, pos = _read_varint(buf, pos, stop)
                 body = pos
             elif wire == _BYTES:
-                length, body = _read_varint(buf, pos, stop)
+                if pos < stop and buf[pos] < 0x80:
+                    length, body = buf[pos], pos + 1
+                else:
+                    length, body = _read_varint(buf, pos, stop)
                 pos = body + length
             elif wire == _FIXED64:
                 body, pos = pos, pos + 8
