@@ -77,13 +77,16 @@ def code_fingerprint() -> str:
 def _sources(folder: str) -> list[str]:
     """The ``.py`` files under ``folder`` (os.scandir: ``Path.rglob`` took a few ms of every start-up)."""
     found: list[str] = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name != "__pycache__":
-                    found += _sources(entry.path)
-            elif entry.name.endswith(".py"):
-                found.append(entry.path)
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        found += _sources(entry.path)
+                elif entry.name.endswith(".py"):
+                    found.append(entry.path)
+    except OSError:  # an unreadable folder leaves its files out, as an unreadable file is left out below
+        pass
     return found
 
 
