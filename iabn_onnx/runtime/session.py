@@ -98,7 +98,6 @@ def _parse_outline(walked: Walked, path: Path) -> Outline:
         outline = parse_outline(walked)
     except Exception as exc:  # protobuf's DecodeError
         raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
-    _with_graph(outline.model, path)
     return outline
 
 
@@ -119,12 +118,6 @@ def _with_graph(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 
 def _no_graph(path: Path) -> ModelLoadError:
     return ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
-
-
-def _points_into_file(model: onnx.ModelProto) -> bool:
-    from onnx import TensorProto
-
-    return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 class _FileCopy(threading.Thread):
@@ -277,12 +270,12 @@ class InferenceSession:
                     source = _model_file(model)
                     before = _identity(source)  # a change from here on fails the copy's finish()
                     walked = _walk_outline(source)
+                    if not walked.has_graph:
+                        raise _no_graph(source)
                     if DOMAIN.encode() not in walked.data:
                         # A node of our domain names it in the graph's bytes: with no such node there is
                         # nothing to change, and onnxruntime reads the file (and its external data) as it is,
                         # without onnx imported or the cache consulted (a folded model's first process).
-                        if not walked.has_graph:
-                            raise _no_graph(source)
                         self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
                         return
                     if walked.points_into_file and not walked.own_external_data:
@@ -302,6 +295,7 @@ class InferenceSession:
                             self._start(path, sess_options, options)
                             return
                     outline = _parse_outline(walked, source)
+                    points_into_file = walked.points_into_file
                     del walked
                     if not _has_inplace_abn(outline.model):
                         # nothing to change: onnxruntime reads the original file (and its external data)
@@ -311,7 +305,7 @@ class InferenceSession:
                         return
                     if outline.own_external_data:
                         proto, base_dir, cache_key, copy = load_model_file(source)[0], "", None, None
-                    elif not _points_into_file(outline.model):
+                    elif not points_into_file:
                         proto, base_dir = outline.model, ""  # every tensor is small: the outline is the whole model
                     else:
                         proto, base_dir = outline.model, str(source.parent)
