@@ -268,25 +268,18 @@ def startup_lines(data: dict) -> list[str]:
 
 
 def session_startup_lines(data: dict) -> list[str]:
-    paired = data.get("order") == "rotating"
-    how = (
-        f"in {data['processes']} rounds of one fresh process per variant, the order rotating: the median time, and "
-        "× plain onnxruntime on the folded model as the median of the same-round ratios (25th–75th percentile):"
-        if paired
-        else f"medians of {data['processes']} fresh processes per variant (× plain onnxruntime on the folded model):"
-    )
     lines = [
-        f"Start-up plus first batch-{data['batch']} run, {how}",
+        f"Start-up plus first batch-{data['batch']} run, in {data['processes']} rounds of one fresh process per "
+        "variant, the order rotating: the median time, and × plain onnxruntime on the folded model as the median of "
+        "the same-round ratios (25th–75th percentile):",
         "",
         "| network | plain onnxruntime, folded model | session, start-up cache filled | session, cache off |",
         "|---|---|---|---|",
     ]
     for name, net in data["networks"].items():
-        m, r, q = net["startup_s"], net["ratio_to_folded"], net.get("ratio_quartiles", {})
-        cells = []
-        for v in ("folded", "session", "session_cold"):
-            spread = f", {q[v][0]:.2f}–{q[v][1]:.2f}" if paired and v != "folded" and v in q else ""
-            cells.append(f"{m[v]:.2f} s ({r[v]:.2f}×{spread})")
+        m, r, q = net["startup_s"], net["ratio_to_folded"], net["ratio_quartiles"]
+        cells = [f"{m['folded']:.2f} s (1.00×)"]
+        cells += [f"{m[v]:.2f} s ({r[v]:.2f}×, {q[v][0]:.2f}–{q[v][1]:.2f})" for v in ("session", "session_cold")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*lines, "", taken_on(data)]
 
