@@ -29,13 +29,8 @@ if TYPE_CHECKING:
 
 
 def _register_schema() -> None:
-    """Importing the schema module registers the schema. When that module is what is importing
-    onnx (it is half-initialized now), it registers the schema itself once it is complete."""
-    import sys
-
-    schema = sys.modules.get(f"{__name__}.op.schema")
-    if schema is None:
-        importlib.import_module(".op.schema", __name__)
+    """Make the operator's schema known to onnx (the schema module itself needs no onnx)."""
+    importlib.import_module(".op.schema", __name__).register_schema()
 
 
 after_import("onnx", _register_schema)

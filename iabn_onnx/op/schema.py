@@ -30,15 +30,19 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import AttributeProto, NodeProto, TensorProto, helper
 
+from . import onnx_enums
 from .names import DOMAIN, OP_TYPE, OPSET_VERSION
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import AttributeProto, NodeProto
 
 #: models this package writes declare ONNX opset 17 and IR version 10: the oldest supported
 #: onnxruntime (1.20, "max supported IR version: 10") loads them
@@ -56,7 +60,7 @@ MOMENTUM_RANGE = (0.0, 1.0)
 MIN_RANK, MAX_RANK = 2, 5
 
 #: dtypes the operator is defined for (TensorProto element types).
-SUPPORTED_DTYPES = (TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE)
+SUPPORTED_DTYPES = (onnx_enums.FLOAT16, onnx_enums.FLOAT, onnx_enums.DOUBLE)
 
 
 class InplaceABNError(ValueError):
@@ -157,20 +161,27 @@ class InplaceABNAttrs:
     @classmethod
     def from_node(cls, node: NodeProto) -> InplaceABNAttrs:
         """Parse and validate a node's attributes; raise InplaceABNError on any fault."""
-        name = node_display_name(node)
+        return cls.from_typed(((a.name, a.type, a) for a in node.attribute), node_display_name(node), _attribute_value)
+
+    @classmethod
+    def from_typed(
+        cls, attributes: Iterable[tuple[str, int, Any]], node: str, value_of: Callable[[Any], object] = lambda v: v
+    ) -> InplaceABNAttrs:
+        """Parse and validate ``(name, AttributeProto type, raw)`` triples, ``value_of(raw)`` giving the value
+        (a NodeProto's attributes, or the wire-level reader's); raise InplaceABNError naming ``node``."""
         values: dict[str, object] = {}
-        for attr in node.attribute:
-            spec = _ATTR_SPECS.get(attr.name)
+        for attr_name, attr_type, raw in attributes:
+            spec = _ATTR_SPECS.get(attr_name)
             if spec is None:
-                raise InplaceABNError(name, f"unknown attribute '{attr.name}' (expected one of {sorted(_ATTR_SPECS)})")
-            if attr.type != spec:
+                raise InplaceABNError(node, f"unknown attribute '{attr_name}' (expected one of {sorted(_ATTR_SPECS)})")
+            if attr_type != spec:
                 raise InplaceABNError(
-                    name,
-                    f"attribute '{attr.name}' has type {AttributeProto.AttributeType.Name(attr.type)}, "
-                    f"expected {AttributeProto.AttributeType.Name(spec)}",
+                    node,
+                    f"attribute '{attr_name}' has type {onnx_enums.attribute_type_name(attr_type)}, "
+                    f"expected {onnx_enums.attribute_type_name(spec)}",
                 )
-            values[attr.name] = _attribute_value(attr)
-        return cls.from_values(values, name)
+            values[attr_name] = value_of(raw)
+        return cls.from_values(values, node)
 
     @classmethod
     def from_values(cls, values: dict[str, object], node: str) -> InplaceABNAttrs:
@@ -212,6 +223,8 @@ class InplaceABNAttrs:
 
 
 def _attribute_value(attr: AttributeProto) -> object:
+    from onnx import helper
+
     value = helper.get_attribute_value(attr)
     return value.decode() if isinstance(value, bytes) else value
 
@@ -224,13 +237,13 @@ def _parse_enum(enum: type[Enum], value: object, what: str) -> Enum:
         raise ValueError(f"unknown {what} {value!r} (expected one of {allowed})") from None
 
 
-_ATTR_SPECS = {
-    "epsilon": AttributeProto.FLOAT,
-    "momentum": AttributeProto.FLOAT,
-    "act": AttributeProto.STRING,
-    "act_alpha": AttributeProto.FLOAT,
-    "training_mode": AttributeProto.INT,
-    "data_layout": AttributeProto.STRING,
+_ATTR_SPECS = {  # name -> AttributeProto type
+    "epsilon": onnx_enums.ATTR_FLOAT,
+    "momentum": onnx_enums.ATTR_FLOAT,
+    "act": onnx_enums.ATTR_STRING,
+    "act_alpha": onnx_enums.ATTR_FLOAT,
+    "training_mode": onnx_enums.ATTR_INT,
+    "data_layout": onnx_enums.ATTR_STRING,
 }
 
 
@@ -335,6 +348,8 @@ def typing_stand_in(node: NodeProto) -> list[NodeProto]:
     themselves (``validation.type_table``): onnx's call into a Python inference function costs
     about 0.14 ms a node (DenseNet-121's 121 nodes: 17 of its 31 ms of inference)."""
     outputs = bound_outputs(node)
+    from onnx import helper
+
     sources = [0] + [3] * (len(outputs) - 1)  # Y from X; running mean and var from mean
     return [
         helper.make_node("Identity", [node.input[src]], [out])
@@ -344,14 +359,13 @@ def typing_stand_in(node: NodeProto) -> list[NodeProto]:
 
 
 def _type_string(elem_type: int) -> str:
-    return {
-        TensorProto.FLOAT16: "tensor(float16)",
-        TensorProto.FLOAT: "tensor(float)",
-        TensorProto.DOUBLE: "tensor(double)",
-    }[elem_type]
+    return f"tensor({onnx_enums.dtype_name(elem_type)})"
 
 
 def build_op_schema() -> onnx.defs.OpSchema:
+    import onnx
+    from onnx import helper
+
     S = onnx.defs.OpSchema
     optional = S.FormalParameterOption.Optional
     inputs = [
@@ -398,6 +412,8 @@ def register_schema() -> None:
     global _registered
     if _registered:
         return
+    import onnx
+
     try:
         onnx.defs.get_schema(OP_TYPE, OPSET_VERSION, DOMAIN)
     except onnx.defs.SchemaError:
@@ -416,6 +432,8 @@ def make_node(
     name: str | None = None,
 ) -> NodeProto:
     """An InplaceABN NodeProto with every attribute written explicitly."""
+    from onnx import helper
+
     attrs = attrs or InplaceABNAttrs()
     return helper.make_node(OP_TYPE, list(inputs), list(outputs), name=name, domain=DOMAIN, **attrs.to_attributes())
 
@@ -424,12 +442,12 @@ def make_model(
     graph: onnx.GraphProto, opset_imports: Sequence[onnx.OperatorSetIdProto], **kwargs: object
 ) -> onnx.ModelProto:
     """``helper.make_model`` at this package's IR version (not the installed onnx's newest)."""
+    from onnx import helper
+
     return helper.make_model(graph, opset_imports=list(opset_imports), ir_version=IR_VERSION, **kwargs)
 
 
 def opset_import() -> onnx.OperatorSetIdProto:
+    from onnx import helper
+
     return helper.make_opsetid(DOMAIN, OPSET_VERSION)
-
-
-# onnx is loaded once this module is: the op is known to onnx.checker and shape inference from here on
-register_schema()

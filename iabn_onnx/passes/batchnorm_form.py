@@ -23,15 +23,19 @@ takes them as inputs. When a session uses this form rather than the kernel: ``ro
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnx import NodeProto, TensorProto, helper
 
+from ..op import onnx_enums
 from ..op.schema import Activation, InplaceABNAttrs, Layout
+
+if TYPE_CHECKING:
+    from onnx import NodeProto
 
 ROUTE = "BatchNormalization"
 ACTIVATION_OPS = {Activation.LEAKY_RELU: "LeakyRelu", Activation.ELU: "Elu"}
-DTYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
+DTYPES = (onnx_enums.FLOAT, onnx_enums.FLOAT16)
 
 
 def check(attrs: InplaceABNAttrs, dtype: int | None, constant_scale: np.ndarray | None) -> str | None:
@@ -40,23 +44,31 @@ def check(attrs: InplaceABNAttrs, dtype: int | None, constant_scale: np.ndarray 
         return "training_mode=1 (batch statistics)"
     if attrs.data_layout is not Layout.NCHW:
         return "NHWC (BatchNormalization's channel axis is 1)"
-    identity_f64 = dtype == TensorProto.DOUBLE and attrs.act is Activation.IDENTITY
+    identity_f64 = dtype == onnx_enums.DOUBLE and attrs.act is Activation.IDENTITY
     if dtype not in DTYPES and not identity_f64:
-        what = TensorProto.DataType.Name(dtype).lower() if dtype else "unknown"
+        what = onnx_enums.dtype_name(dtype) if dtype else "unknown"
         return f"X dtype {what} (onnxruntime has no float64 LeakyRelu/Elu)"
     if constant_scale is not None and not np.isfinite(constant_scale).all():
         return "infinite scale (BatchNormalization would give NaN, the operator ±inf)"
     return None
 
 
-def rewrite(node: NodeProto, attrs: InplaceABNAttrs, fresh: Callable[[str], str]) -> list[NodeProto]:
-    """The replacement nodes; ``fresh(base)`` gives an unused value or node name."""
+def rewrite(
+    node: NodeProto, attrs: InplaceABNAttrs, fresh: Callable[[str], str], make_node: Callable[..., Any] | None = None
+) -> list[Any]:
+    """The replacement nodes; ``fresh(base)`` gives an unused value or node name. ``make_node``: what builds
+    a node from ``helper.make_node``'s arguments (default ``helper.make_node``; the wire-level lowering
+    passes its own encoder, and ``node`` may then be any object with ``name``, ``input`` and ``output``)."""
+    if make_node is None:
+        from onnx import helper
+
+        make_node = helper.make_node
     name = node.name or node.output[0]
     op = ACTIVATION_OPS.get(attrs.act)
     z = fresh(f"{node.output[0]}__bn") if op else node.output[0]
-    nodes = [helper.make_node("BatchNormalization", list(node.input), [z], name=node.name, epsilon=attrs.epsilon)]
+    nodes = [make_node("BatchNormalization", list(node.input), [z], name=node.name, epsilon=attrs.epsilon)]
     if op:
         nodes.append(
-            helper.make_node(op, [z], [node.output[0]], name=fresh(f"{name}__{attrs.act.value}"), alpha=attrs.act_alpha)
+            make_node(op, [z], [node.output[0]], name=fresh(f"{name}__{attrs.act.value}"), alpha=attrs.act_alpha)
         )
     return nodes

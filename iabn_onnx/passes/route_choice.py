@@ -28,15 +28,14 @@ per-channel form needs them constant (its factor and shift are computed here in 
 
 from __future__ import annotations
 
-from onnx import TensorProto
-
+from ..op import onnx_enums
 from ..op.schema import Activation, InplaceABNAttrs, Layout
 from . import batchnorm_form
 
 BATCHNORM = batchnorm_form.ROUTE
 PER_CHANNEL = "per-channel Mul + Add"
 
-_F16, _F32, _F64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE
+_F16, _F32, _F64 = onnx_enums.FLOAT16, onnx_enums.FLOAT, onnx_enums.DOUBLE
 _NCHW, _NHWC = Layout.NCHW, Layout.NHWC
 _SLOW_F16_LEAKY = "onnxruntime's float16 LeakyRelu is slower than the kernel (bench_routes)"
 _SLOW_F64 = "onnxruntime has no float64 {}; its expansion loses to the kernel at the larger sizes (bench_routes)"
@@ -58,6 +57,6 @@ def choose(attrs: InplaceABNAttrs, dtype: int | None) -> tuple[str | None, str]:
     if attrs.training_mode:
         return None, "training_mode=1 (batch statistics)"
     if dtype not in DTYPES:
-        return None, f"X dtype {TensorProto.DataType.Name(dtype).lower() if dtype else 'unknown'}"
+        return None, f"X dtype {onnx_enums.dtype_name(dtype) if dtype else 'unknown'}"
     why = KERNEL_CELLS.get((attrs.data_layout, dtype, attrs.act))
     return (None, why) if why else (_FORM[attrs.data_layout], "")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,10 @@ _TENSOR_RAW_DATA = 9  # TensorProto.raw_data
 _TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data
 _TENSOR_DATA_LOCATION = 14  # TensorProto.data_location
 _EXTERNAL = 1  # TensorProto.EXTERNAL
+
+
+#: one field of a message: (number, wire type, start, body, end)
+Field = tuple[int, int, int, int, int]
 
 
 class WireError(ValueError):
@@ -166,36 +171,41 @@ class _Walker:
         self.points_into_file = True
         return b"".join(parts)
 
-    def _fields(self, pos: int, stop: int):  # -> Iterator[tuple[number, wire, start, body, end]]
-        buf = self.buf
-        while pos < stop:
-            start = pos
-            key = buf[pos]
-            if key < 0x80:  # a one-byte varint, as nearly every key is (the walk's hot path)
-                pos += 1
+    def _fields(self, pos: int, stop: int) -> Iterator[Field]:
+        return fields(self.buf, pos, stop)
+
+
+def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
+    """The fields of the message in ``buf[pos:stop]``: (number, wire type, start, body, end) each,
+    ``body`` where the value (after a length prefix) begins; raises ``WireError``."""
+    while pos < stop:
+        start = pos
+        key = buf[pos]
+        if key < 0x80:  # a one-byte varint, as nearly every key is (the walk's hot path)
+            pos += 1
+        else:
+            key, pos = _read_varint(buf, pos, stop)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise WireError(f"field number 0 at byte {start}")
+        if wire == _VARINT:
+            _, pos = _read_varint(buf, pos, stop)
+            body = pos
+        elif wire == _BYTES:
+            if pos < stop and buf[pos] < 0x80:
+                length, body = buf[pos], pos + 1
             else:
-                key, pos = _read_varint(buf, pos, stop)
-            number, wire = key >> 3, key & 7
-            if number == 0:
-                raise WireError(f"field number 0 at byte {start}")
-            if wire == _VARINT:
-                _, pos = _read_varint(buf, pos, stop)
-                body = pos
-            elif wire == _BYTES:
-                if pos < stop and buf[pos] < 0x80:
-                    length, body = buf[pos], pos + 1
-                else:
-                    length, body = _read_varint(buf, pos, stop)
-                pos = body + length
-            elif wire == _FIXED64:
-                body, pos = pos, pos + 8
-            elif wire == _FIXED32:
-                body, pos = pos, pos + 4
-            else:
-                raise WireError(f"wire type {wire} at byte {start}")
-            if pos > stop:
-                raise WireError(f"field {number} at byte {start} runs past its message (truncated?)")
-            yield number, wire, start, body, pos
+                length, body = _read_varint(buf, pos, stop)
+            pos = body + length
+        elif wire == _FIXED64:
+            body, pos = pos, pos + 8
+        elif wire == _FIXED32:
+            body, pos = pos, pos + 4
+        else:
+            raise WireError(f"wire type {wire} at byte {start}")
+        if pos > stop:
+            raise WireError(f"field {number} at byte {start} runs past its message (truncated?)")
+        yield number, wire, start, body, pos
 
 
 def _read_varint(buf: mmap.mmap, pos: int, stop: int) -> tuple[int, int]:
