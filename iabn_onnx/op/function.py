@@ -30,6 +30,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..graph import drop_opset_import, ensure_opset_import, graphs
+from .onnx_enums import ML_DOMAIN
 from .schema import (
     DOMAIN,
     INPUT_NAMES,
@@ -43,7 +44,6 @@ from .schema import (
     register_schema,
 )
 
-ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 2  # LabelEncoder with keys_strings / values_int64s
 MIN_ONNX_OPSET = 13  # ReduceSum with axes as an input
 

@@ -7,6 +7,8 @@ checks every one against the installed onnx.
 
 from __future__ import annotations
 
+#: the domain of ONNX's classical-ML ops (the function fallback's LabelEncoder)
+ML_DOMAIN = "ai.onnx.ml"
 #: TensorProto.DataType
 FLOAT, FLOAT16, DOUBLE = 1, 10, 11
 #: TensorProto.DataLocation

@@ -54,12 +54,11 @@ from .fold_match import FoldMatch, match_node
 from .fold_matmul import rule_matmul
 from .graph_index import GraphIndex, rename_output, sole_consumer_reason
 from .per_channel import per_channel_nodes
+from .producer_ops import PRODUCER_OPS
 from .reshape_dims import constant_reshape_targets
 from .zero_bias import drop_zero_biases
 
 PRODUCER_RULES = (rule_conv, rule_conv_transpose, rule_gemm, rule_matmul)
-#: the op types X may come from for a producer rule to apply (an Add: MatMul + Add)
-PRODUCER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"})
 
 
 @dataclass

@@ -177,7 +177,7 @@ class _Walker:
 
 def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
     """The fields of the message in ``buf[pos:stop]``: (number, wire type, start, body, end) each,
-    ``body`` where the value (after a length prefix) begins; raises ``WireError``."""
+    ``body`` where the value begins (after the key, and a length prefix); raises ``WireError``."""
     while pos < stop:
         start = pos
         key = buf[pos]
@@ -189,8 +189,8 @@ def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
         if number == 0:
             raise WireError(f"field number 0 at byte {start}")
         if wire == _VARINT:
-            _, pos = _read_varint(buf, pos, stop)
             body = pos
+            _, pos = _read_varint(buf, pos, stop)
         elif wire == _BYTES:
             if pos < stop and buf[pos] < 0x80:
                 length, body = buf[pos], pos + 1

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import onnx
 
     from .lowering import LoweredNode
+    from .wire_lowering import Lowered
 
 ModelSource = Union[str, os.PathLike, bytes, "onnx.ModelProto"]
 
@@ -143,6 +144,12 @@ class _FileCopy(threading.Thread):
             raise self.error
         if _identity(self.source) != self.before:
             raise ModelLoadError(f"{self.source}: the file changed while the session read it")
+
+
+def _lowered_path(tmp: str, taken: str | None) -> str:
+    """Where the lowered model goes in ``tmp``; ``taken``: the copy of the original file, under the
+    original's name, in the same folder."""
+    return next(p for p in (os.path.join(tmp, n) for n in ("model.onnx", "model_lowered.onnx")) if p != taken)
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -294,6 +301,14 @@ class InferenceSession:
                         if path is not None:
                             self._start(path, sess_options, options)
                             return
+                    if not walked.own_external_data and not kernel_only:
+                        # the common case, lowered on the outline's bytes: no onnx import (wire_lowering.py)
+                        from .wire_lowering import lower_outline
+
+                        lowered = lower_outline(walked.data, source, fuses)
+                        if lowered is not None:
+                            self._start(self._from_wire(lowered, source, tmp, copy, cache_key), sess_options, options)
+                            return
                     outline = _parse_outline(walked, source)
                     points_into_file = walked.points_into_file
                     del walked
@@ -377,6 +392,32 @@ class InferenceSession:
         self._report, self._routes, self._kernel_nodes = meta, None, None
         return path
 
+    def _from_wire(
+        self, lowered: Lowered, source: Path, tmp: str, copy: _FileCopy | None, cache_key: str | None
+    ) -> str:
+        """Set the session up from ``wire_lowering``'s model (kept in the cache as a lowering's is); return
+        its file in ``tmp``."""
+        path = _lowered_path(tmp, copy.target if copy is not None else None)
+        with open(path, "wb") as fh:
+            fh.write(lowered.data)
+        report = lowered.report
+        self._kernel, self._standard_routes = bool(report["kernel"]), set(report["standard_routes"])
+        self._report, self._routes, self._kernel_nodes = report, None, None
+        meta = None
+        if cache_key is not None:
+            reads = start_cache.read_digests(source, lowered.reads)
+            meta = {
+                **report,
+                "points_into_file": copy is not None,
+                "reads": reads,
+                "model_name": os.path.basename(path),
+            }
+        if copy is not None:
+            copy.finish()  # the file did not change while it was walked, copied, lowered and read
+        if meta is not None:
+            start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
+        return path
+
     def _report_json(self) -> dict[str, Any]:
         """What a later process needs to set this session up from the cache."""
         return {
@@ -430,8 +471,7 @@ class InferenceSession:
         self._standard_routes = {r.node for r in self._routes if r.attrs is not None}
         wanted = {name for r in self._fed_routes for name in r.inputs}
         self._static_shapes = {name: declared[name] for name in wanted if name in declared}
-        # ``taken``: the copy of the original file, under the original's name, in the same folder
-        path = next(p for p in (os.path.join(tmp, n) for n in ("model.onnx", "model_lowered.onnx")) if p != taken)
+        path = _lowered_path(tmp, taken)
         save_model(proto, path)
         return path
 
