@@ -186,7 +186,12 @@ class _Graph:
             if wire != _BYTES:
                 continue
             if number == 1:
-                self.nodes.append(self._node(body, end, (field_start, end)))
+                node = self._node(body, end, (field_start, end))
+                if node.has_subgraph or (node.domain == DOMAIN and node.op_type != OP_TYPE):
+                    raise _Decline  # subgraphs; check_model_nodes' fault
+                if node.domain in _DEFAULT_DOMAINS and node.op_type in _RULE_OPS:
+                    raise _Decline  # early: a graph torch's plain export wrote has hundreds
+                self.nodes.append(node)
             elif number == 5:
                 self.inits[self._tensor_name(body, end)] = (body, end)  # the last of a name wins, as in GraphIndex
             elif number in (11, 12, 13):
@@ -350,10 +355,6 @@ class _Graph:
         producer = {o: n for n in self.nodes for o in n.output}
         uses = Counter(i for n in self.nodes for i in n.input)
         for node in self.nodes:
-            if node.has_subgraph:
-                raise _Decline
-            if node.domain == DOMAIN and node.op_type != OP_TYPE:
-                raise _Decline  # check_model_nodes' fault
             if node.domain in _DEFAULT_DOMAINS:
                 self._no_graph_rule(node, reader)
         read = {i for n in self.nodes for i in n.input} | self.inputs | self.outputs
@@ -371,9 +372,7 @@ class _Graph:
         return plans
 
     def _no_graph_rule(self, node: _Node, reader: _Reader) -> None:
-        """Decline when one of fold's graph rules could change ``node``."""
-        if node.op_type in _RULE_OPS:
-            raise _Decline
+        """Decline when one of fold's graph rules could change ``node`` (``_RULE_OPS`` declined already)."""
         if node.op_type in _CONSTANT_INPUT_OPS and all(self.is_constant(i) for i in node.input if i):
             raise _Decline
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
@@ -418,7 +417,10 @@ class _Graph:
         if batchnorm_form.check(attrs, x_type, scale) is not None:
             raise _Decline
         inputs = tuple(node.input)
-        if source is not None and source.op_type in PRODUCER_OPS:
+        # an Add of two computed values (a residual sum): no producer rule takes it (fold_matmul's needs a
+        # constant operand), so the node takes the standard form
+        residual = source is not None and source.op_type == "Add" and not any(map(self.is_constant, source.input))
+        if source is not None and source.op_type in PRODUCER_OPS and not residual:
             conv_fed = (
                 fuses_conv
                 and source.op_type == "Conv"
