@@ -38,10 +38,10 @@ import numpy as np
 
 from ..op import onnx_enums
 from ..op.names import DOMAIN, OP_TYPE, OPSET_VERSION
-from ..op.schema import ONNX_OPSET, InplaceABNAttrs, InplaceABNError, bound_outputs, node_display_name, shape_faults
+from ..op.schema import ONNX_OPSET, InplaceABNAttrs, bound_outputs, node_display_name, shape_faults
 from ..passes import batchnorm_form, route_choice
 from ..passes.producer_ops import PRODUCER_OPS
-from .outline import WireError, _length_delimited, _read_varint, _varint, fields
+from .outline import _length_delimited, _read_varint, _varint, fields
 from .routes import Route, route_to_json
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
@@ -104,7 +104,7 @@ def lower_outline(data: bytes, source: Path, fuses_conv: bool) -> Lowered | None
     reader = _Reader(data, source)
     try:
         return _lower(data, reader, fuses_conv)
-    except (_Decline, WireError, InplaceABNError, UnicodeDecodeError, OSError, ValueError, IndexError, struct.error):
+    except Exception:  # _Decline, and any fault of the bytes: the parsed-model lowering reports it, or copes
         return None
     finally:
         reader.close()
@@ -115,7 +115,8 @@ def _lower(data: bytes, reader: _Reader, fuses_conv: bool) -> Lowered:
     graphs = [f for f in top if f[0] == 7]
     if len(graphs) != 1 or graphs[0][1] != _BYTES:
         raise _Decline
-    ir_version = next((_read_varint(data, f[3], f[4])[0] for f in top if f[0] == 1 and f[1] == _VARINT), 0)
+    versions = [_read_varint(data, f[3], f[4])[0] for f in top if f[0] == 1 and f[1] == _VARINT]
+    ir_version = versions[-1] if versions else 0  # protobuf: the last occurrence wins
     if ir_version and ir_version < 4:  # initializers are graph inputs there
         raise _Decline
     opsets = [(f, _opset(data, f)) for f in top if f[0] == 8]
