@@ -190,7 +190,10 @@ def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
             raise WireError(f"field number 0 at byte {start}")
         if wire == _VARINT:
             body = pos
-            _, pos = _read_varint(buf, pos, stop)
+            if pos < stop and buf[pos] < 0x80:  # a one-byte value: dims, types, flags
+                pos += 1
+            else:
+                _, pos = _read_varint(buf, pos, stop)
         elif wire == _BYTES:
             if pos < stop and buf[pos] < 0x80:
                 length, body = buf[pos], pos + 1

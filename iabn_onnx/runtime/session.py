@@ -14,7 +14,9 @@ only the model's graph (``outline.py``) and onnxruntime reads the weights from a
 of the file; the session holds no copy of the model once onnxruntime has it, and a file with
 no InplaceABN node goes to onnxruntime as is. What a session made of a file is kept in the
 start-up cache (``start_cache.py``): a later process given the same file and options starts
-without importing onnx or lowering again.
+without importing onnx or lowering again. A file's first process lowers the common case (every
+node to BatchNormalization, no graph rule to apply) on the outline's bytes, without onnx either
+(``wire_lowering.py``).
 """
 
 from __future__ import annotations

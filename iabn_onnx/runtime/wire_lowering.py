@@ -41,7 +41,7 @@ from ..op.names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..op.schema import ONNX_OPSET, InplaceABNAttrs, bound_outputs, node_display_name, shape_faults
 from ..passes import batchnorm_form, route_choice
 from ..passes.producer_ops import PRODUCER_OPS
-from .outline import _length_delimited, _read_varint, _varint, fields
+from .outline import WireError, _length_delimited, _read_varint, _varint, fields
 from .routes import Route, route_to_json
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
@@ -209,26 +209,45 @@ class _Graph:
 
     # -- reading ---------------------------------------------------------------
     def _string(self, body: int, end: int) -> str:
-        return bytes(self.data[body:end]).decode("utf-8")
+        return self.data[body:end].decode("utf-8")
 
     def _node(self, start: int, stop: int, span: tuple[int, int]) -> _Node:
         node = _Node(span=span)
         attributes: list[tuple[int, int]] = []
-        for number, wire, _, body, end in fields(self.data, start, stop):
-            if number == 1 and wire == _BYTES:
-                node.input.append(self._string(body, end))
-            elif number == 2 and wire == _BYTES:
-                node.output.append(self._string(body, end))
-            elif number == 3 and wire == _BYTES:
-                node.name = self._string(body, end)
-            elif number == 4 and wire == _BYTES:
-                node.op_type = self._string(body, end)
-            elif number == 7 and wire == _BYTES:
-                node.domain = self._string(body, end)
-            elif number == 5 and wire == _BYTES:
+        data = self.data
+        pos = start
+        while pos < stop:
+            key = data[pos]
+            if key >= 0x80 or key & 7 != _BYTES:  # a multi-byte key, or not a length-delimited field
+                number, _, _, _, pos = next(fields(data, pos, stop))
+                if number in (8, 10):
+                    raise _Decline
+                continue
+            # every field this module reads here is a string or a message with a one-byte key: read in
+            # line (a network's graph has thousands), with ``fields``' checks
+            length = data[pos + 1] if pos + 1 < stop else 0x80
+            if length < 0x80:
+                body = pos + 2
+            else:
+                length, body = _read_varint(data, pos + 1, stop)
+            end = body + length
+            if end > stop:
+                raise WireError(f"field {key >> 3} at byte {pos} runs past its message (truncated?)")
+            if key == 0x0A:  # 1: input
+                node.input.append(data[body:end].decode("utf-8"))
+            elif key == 0x12:  # 2: output
+                node.output.append(data[body:end].decode("utf-8"))
+            elif key == 0x1A:  # 3: name
+                node.name = data[body:end].decode("utf-8")
+            elif key == 0x22:  # 4: op_type
+                node.op_type = data[body:end].decode("utf-8")
+            elif key == 0x2A:  # 5: attribute
                 attributes.append((body, end))
-            elif number in (8, 10):  # overload, device_configurations: beyond what this module rewrites
+            elif key == 0x3A:  # 7: domain
+                node.domain = data[body:end].decode("utf-8")
+            elif key in (0x42, 0x52):  # 8: overload, 10: device_configurations: beyond what this module rewrites
                 raise _Decline
+            pos = end
         if node.domain == DOMAIN:
             node.attributes = [self._attribute(body, end, node) for body, end in attributes]
         elif any(_SUBGRAPH_TYPES[0] in self.data[b:e] or _SUBGRAPH_TYPES[1] in self.data[b:e] for b, e in attributes):
@@ -242,11 +261,11 @@ class _Graph:
             if number == 1 and wire == _BYTES:
                 name = self._string(body, end)
             elif number == 20 and wire == _VARINT:
-                kind = _read_varint(self.data, body, end)[0]
+                kind = _uint(self.data, body, end)
             elif number == 2 and wire == _FIXED32:
                 values[2] = struct.unpack_from("<f", self.data, body)[0]
             elif number == 3 and wire == _VARINT:
-                values[3] = _signed(_read_varint(self.data, body, end)[0])
+                values[3] = _signed(_uint(self.data, body, end))
             elif number == 4 and wire == _BYTES:
                 values[4] = bytes(self.data[body:end])
             elif number in (6, 11):
@@ -284,14 +303,14 @@ class _Graph:
         dims: list[int] = []
         for number, wire, _, body, end in fields(self.data, start, stop):
             if number == 1 and wire == _VARINT:
-                dims.append(_read_varint(self.data, body, end)[0])
+                dims.append(_uint(self.data, body, end))
             elif number == 1 and wire == _BYTES:
                 pos = body
                 while pos < end:
                     value, pos = _read_varint(self.data, pos, end)
                     dims.append(value)
             elif number == 2 and wire == _VARINT:
-                tensor.data_type = _read_varint(self.data, body, end)[0]
+                tensor.data_type = _uint(self.data, body, end)
             elif number == 8 and wire == _BYTES:
                 tensor.name = self._string(body, end)
             elif number == 9 and wire == _BYTES:
@@ -333,7 +352,7 @@ class _Graph:
         elem_type, dims = 0, None
         for n, w, _, body, end in fields(self.data, start, stop):
             if n == 1 and w == _VARINT:
-                elem_type = _read_varint(self.data, body, end)[0]
+                elem_type = _uint(self.data, body, end)
             elif n == 2 and w == _BYTES:
                 sizes: list[int | None] = []
                 for dn, dw, _, db, de in fields(self.data, body, end):
@@ -341,7 +360,7 @@ class _Graph:
                         size = None
                         for vn, vw, _, vb, ve in fields(self.data, db, de):
                             if vn == 1 and vw == _VARINT:
-                                size = _signed(_read_varint(self.data, vb, ve)[0])
+                                size = _signed(_uint(self.data, vb, ve))
                             elif vn == 2:
                                 size = None  # a symbol (the oneof's last field wins)
                         sizes.append(size)
@@ -519,9 +538,9 @@ def _opset(data: bytes, f: tuple[int, int, int, int, int]) -> tuple[str, int]:
     domain, version = "", 0
     for n, w, _, body, end in fields(data, f[3], f[4]):
         if n == 1 and w == _BYTES:
-            domain = bytes(data[body:end]).decode("utf-8")
+            domain = data[body:end].decode("utf-8")
         elif n == 2 and w == _VARINT:
-            version = _signed(_read_varint(data, body, end)[0])
+            version = _signed(_uint(data, body, end))
     return domain, version
 
 
@@ -529,12 +548,18 @@ def _function_id(data: bytes, f: tuple[int, int, int, int, int]) -> tuple[str, s
     name = domain = ""
     for n, w, _, body, end in fields(data, f[3], f[4]):
         if n == 1 and w == _BYTES:
-            name = bytes(data[body:end]).decode("utf-8")
+            name = data[body:end].decode("utf-8")
         elif n == 10 and w == _BYTES:
-            domain = bytes(data[body:end]).decode("utf-8")
+            domain = data[body:end].decode("utf-8")
         elif n == 13:
             raise _Decline  # an overloaded function
     return domain, name
+
+
+def _uint(data: bytes, pos: int, stop: int) -> int:
+    """The varint at ``pos`` (one byte, as nearly every one here is, read directly)."""
+    byte = data[pos]
+    return byte if byte < 0x80 else _read_varint(data, pos, stop)[0]
 
 
 def _key(number: int, wire: int) -> bytes:
