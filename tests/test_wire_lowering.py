@@ -175,7 +175,16 @@ def _constant_node():
     return helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones(1, np.float32)))
 
 
+def _external_tensor_attribute():
+    tensor = numpy_helper.from_array(np.ones(4, np.float32), "t")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "t.bin"  # beside the model, where the session's copy is not
+    return helper.make_node("Foo", ["a1"], ["foo"], domain="my.ops", value=tensor)
+
+
 DECLINED = {
+    "external_tensor_attribute": lambda: network(extra_nodes=[_external_tensor_attribute()]),
     "float16_leaky_relu": lambda: network(np.float16),  # the kernel's cell
     "float64_leaky_relu": lambda: network(np.float64),
     "undeclared_types": lambda: network(declare_types=False),  # X after Add/MaxPool: shape inference's to type

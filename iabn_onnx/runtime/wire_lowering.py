@@ -56,6 +56,8 @@ _CONSTANT_INPUT_OPS = frozenset(
 )
 #: an AttributeProto's ``type`` field (20, varint) saying GRAPH or GRAPHS: every subgraph attribute has it
 _SUBGRAPH_TYPES = (b"\xa0\x01\x05", b"\xa0\x01\x0a")
+#: a TensorProto's ``data_location`` field (14, varint) saying EXTERNAL
+_EXTERNAL_LOCATION = b"\x70\x01"
 _NUMPY_FLOATS = {onnx_enums.FLOAT: "<f4", onnx_enums.FLOAT16: "<f2", onnx_enums.DOUBLE: "<f8"}
 
 
@@ -250,8 +252,13 @@ class _Graph:
             pos = end
         if node.domain == DOMAIN:
             node.attributes = [self._attribute(body, end, node) for body, end in attributes]
-        elif any(_SUBGRAPH_TYPES[0] in self.data[b:e] or _SUBGRAPH_TYPES[1] in self.data[b:e] for b, e in attributes):
-            node.has_subgraph = True  # (or those bytes inside a value: then declined needlessly, never wrongly)
+        else:
+            for b, e in attributes:  # a match inside some value only declines needlessly, never wrongly
+                value = data[b:e]
+                if _SUBGRAPH_TYPES[0] in value or _SUBGRAPH_TYPES[1] in value:
+                    node.has_subgraph = True
+                if _EXTERNAL_LOCATION in value:
+                    raise _Decline  # a tensor attribute in a file of its own, relative to the model's folder
         return node
 
     def _attribute(self, start: int, stop: int, node: _Node) -> tuple[str, int, Any]:
