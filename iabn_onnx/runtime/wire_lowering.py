@@ -196,9 +196,9 @@ class _Graph:
                     raise _Decline  # early: a graph torch's plain export wrote has hundreds
                 self.nodes.append(node)
             elif number == 5:
-                self.inits[self._tensor_name(body, end)] = (body, end)  # the last of a name wins, as in GraphIndex
+                self.inits[self._name(body, end, 8)] = (body, end)  # the last of a name wins, as in GraphIndex
             elif number in (11, 12, 13):
-                name = self._value_name(body, end)
+                name = self._name(body, end, 1)
                 if number == 11:
                     self.input_names.append(name)
                 elif number == 12:
@@ -292,10 +292,11 @@ class _Graph:
                 value = value.decode("utf-8")
         return name, kind, value
 
-    def _tensor_name(self, start: int, stop: int) -> str:
+    def _name(self, start: int, stop: int, field_number: int) -> str:
+        """The string field ``field_number`` of a message (the last, as protobuf reads it)."""
         name = ""
         for number, wire, _, body, end in fields(self.data, start, stop):
-            if number == 8 and wire == _BYTES:
+            if number == field_number and wire == _BYTES:
                 name = self._string(body, end)
         return name
 
@@ -334,13 +335,6 @@ class _Graph:
                 tensor.other_data = True
         tensor.dims = tuple(_signed(d) for d in dims)
         return tensor
-
-    def _value_name(self, start: int, stop: int) -> str:
-        name = ""
-        for n, w, _, body, end in fields(self.data, start, stop):
-            if n == 1 and w == _BYTES:
-                name = self._string(body, end)
-        return name
 
     def declared_type(self, name: str) -> tuple[int, tuple[int | None, ...] | None]:
         """A value's element type and dims as the graph declares them (0, None: undeclared)."""
