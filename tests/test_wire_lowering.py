@@ -360,3 +360,17 @@ def test_a_network_export_torch_wrote_is_lowered_on_the_wire_as_the_parsed_model
     net = randomize(Net().eval(), seed=3)
     model = iabn_onnx.export_torch(net, (torch.randn(2, 3, 8, 8),))
     assert _check(model, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "tresnet_m", "densenet121", "wider_resnet20", "aspp_resnet50"])
+def test_every_benchmark_network_is_lowered_on_the_wire_as_the_parsed_model_is(name, tmp_path):
+    """The networks of ``benchmarks/architectures.py``, exported as ``bench_session_startup.py`` exports them."""
+    import torch
+
+    from benchmarks.architectures import IMAGE_SIZE, build
+
+    side = IMAGE_SIZE.get(name, 224)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},)
+    model = iabn_onnx.export_torch(build(name), (torch.randn(1, 3, side, side),), dynamic_shapes=dynamic)
+    assert _check(model, tmp_path)
