@@ -45,6 +45,17 @@ def test_enum_numbers_are_onnx_own():
     assert onnx_enums.dtype_name(TensorProto.FLOAT16) == "float16"
 
 
+def test_the_graph_rules_it_declines_for_are_the_passes_own():
+    """The op sets ``wire_lowering`` declines on restate what the graph rules act on (their modules import
+    onnx): a rule that learns a new op must show up here."""
+    from iabn_onnx.passes import constant_subgraphs, zero_bias
+    from iabn_onnx.runtime import wire_lowering
+
+    evaluated = set(constant_subgraphs.EVALUATORS) | {"Constant", "Shape", "Size", "CastLike"}
+    assert evaluated == wire_lowering._RULE_OPS | wire_lowering._CONSTANT_INPUT_OPS
+    assert zero_bias.PRODUCERS == {"Conv", "ConvTranspose"}  # the biases _no_graph_rule reads
+
+
 def _both(model: onnx.ModelProto, tmp_path, fuses: bool = True):
     """(wire-level result or None, parsed-model result or the exception it raised)."""
     path = tmp_path / "model.onnx"
