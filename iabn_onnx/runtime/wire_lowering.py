@@ -158,9 +158,9 @@ def _lower(data: bytes, reader: _Reader, fuses_conv: bool) -> Lowered:
         else:
             out.append(data[start:end])
     default = [version for _, (domain, version) in opsets if domain in _DEFAULT_DOMAINS]
-    if plans and not default:
+    if not default:  # BatchNormalization needs one: lower adds ONNX_OPSET, after the others
         out.append(_length_delimited(8, _length_delimited(1, b"") + _key(2, _VARINT) + _varint(ONNX_OPSET)))
-    elif plans and default[0] == 0:
+    elif default[0] == 0:
         raise _Decline
     routes = [route for _, _, route in plans]
     report = {
