@@ -273,6 +273,7 @@ class InferenceSession:
         fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
         with tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
             copy = started = None
+            source: Path | None = None  # the model's file, when given one
             try:
                 cache_key = None
                 if isinstance(model, (str, os.PathLike)):
@@ -336,15 +337,10 @@ class InferenceSession:
                 with recording_external_reads() as reads:  # the lowered model takes a name the copy does not
                     path = self._lower(proto, kernel_only, fuses, base_dir, tmp, started.target if started else None)
                 del proto
-                meta = None
-                if cache_key is not None and all(location == source.name for location, _, _ in reads):
-                    stretches = start_cache.read_digests(source, [(offset, length) for _, offset, length in reads])
-                    meta = self._report_json()
-                    meta.update(points_into_file=copy is not None, reads=stretches, model_name=os.path.basename(path))
-                if copy is not None:
-                    copy.finish()  # the file did not change while it was walked, copied, lowered and read
-                if meta is not None:
-                    start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
+                stretches = [(offset, length) for _, offset, length in reads]
+                if cache_key is not None and any(location != source.name for location, _, _ in reads):  # type: ignore[union-attr]
+                    cache_key = None  # it read another file: an entry could not tell when that one changed
+                self._keep(path, cache_key, source, stretches, copy)
                 self._start(path, sess_options, options)
             finally:
                 if started is not None:
@@ -405,20 +401,33 @@ class InferenceSession:
         report = lowered.report
         self._kernel, self._standard_routes = bool(report["kernel"]), set(report["standard_routes"])
         self._report, self._routes, self._kernel_nodes = report, None, None
+        self._keep(path, cache_key, source, lowered.reads, copy, report)
+        return path
+
+    def _keep(
+        self,
+        path: str,
+        cache_key: str | None,
+        source: Path | None,
+        stretches: list[tuple[int, int]],
+        copy: _FileCopy | None,
+        report: dict[str, Any] | None = None,
+    ) -> None:
+        """After a miss: check the private copy, and keep the lowered model ``path`` and the session's report
+        (default: ``_report_json()``) under ``cache_key`` (None: keep nothing), with digests of the
+        ``stretches`` of ``source`` the lowering read."""
         meta = None
         if cache_key is not None:
-            reads = start_cache.read_digests(source, lowered.reads)
-            meta = {
-                **report,
-                "points_into_file": copy is not None,
-                "reads": reads,
-                "model_name": os.path.basename(path),
-            }
+            meta = {**(report if report is not None else self._report_json())}
+            meta.update(
+                points_into_file=copy is not None,
+                reads=start_cache.read_digests(source, stretches),  # type: ignore[arg-type]
+                model_name=os.path.basename(path),
+            )
         if copy is not None:
             copy.finish()  # the file did not change while it was walked, copied, lowered and read
         if meta is not None:
             start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
-        return path
 
     def _report_json(self) -> dict[str, Any]:
         """What a later process needs to set this session up from the cache."""
