@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
 
+from .fresh_names import fresh_name as fresh_name  # re-exported: the passes import it from here
+
 
 def subgraphs(graph: GraphProto) -> Iterator[GraphProto]:
     """Every subgraph (If/Loop/Scan bodies) nested in graph, depth first; not graph itself."""
@@ -130,16 +132,6 @@ def drop_opset_import(model: onnx.ModelProto, domain: str) -> None:
     if len(kept) != len(model.opset_import):
         del model.opset_import[:]
         model.opset_import.extend(kept)
-
-
-def fresh_name(used: set[str], base: str) -> str:
-    """base, or base_1, base_2, ... : the first not in used (which then records it)."""
-    name, k = base, 0
-    while name in used:
-        k += 1
-        name = f"{base}_{k}"
-    used.add(name)
-    return name
 
 
 # initializers at most this many elements keep their data for shape inference (Reshape

@@ -28,6 +28,7 @@ NodeProto input 1, output 2, name 3, op_type 4, attribute 5, domain 7.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..fresh_names import fresh_name
 from ..op import onnx_enums
 from ..op.names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..op.schema import ONNX_OPSET, InplaceABNAttrs, bound_outputs, node_display_name, shape_faults
@@ -383,7 +385,7 @@ class _Graph:
             raise _Decline  # drop_unused_initializers would remove them
         used = {name for n in self.nodes for name in (*n.input, *n.output, n.name)}
         used |= set(self.inits) | self.inputs
-        fresh = _Fresh(used)
+        fresh = functools.partial(fresh_name, used)
         plans = []
         for node in self.nodes:
             if node.domain == DOMAIN and node.op_type == OP_TYPE:
@@ -491,21 +493,6 @@ class _Reader:
         if values.size != int(np.prod(tensor.dims, dtype=np.int64)):
             raise _Decline
         return values.reshape(tensor.dims)
-
-
-class _Fresh:
-    """``graph.fresh_name`` over one set of used names."""
-
-    def __init__(self, used: set[str]) -> None:
-        self.used = used
-
-    def __call__(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.used:
-            k += 1
-            name = f"{base}_{k}"
-        self.used.add(name)
-        return name
 
 
 def _encode_node(
