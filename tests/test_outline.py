@@ -237,7 +237,7 @@ def test_a_file_named_like_the_lowered_model_with_a_node_tensor_in_a_file_of_its
     import iabn_onnx.graph
 
     copies, saved = [], []
-    monkeypatch.setattr(session_module._FileCopy, "run", lambda self: copies.append(self.target))
+    monkeypatch.setattr(session_module._PrivateCopy, "_copy", lambda self: copies.append(self.target))
     save_model = iabn_onnx.graph.save_model
     monkeypatch.setattr(iabn_onnx.graph, "save_model", lambda m, p, **kw: (saved.append(p), save_model(m, p, **kw)))
     model = conv_net_model(channels=16)

@@ -111,10 +111,10 @@ def test_new_values_in_the_same_layout_miss(tmp_path, cache):
     assert _walk(path) == before  # only a big tensor's bytes differ: the same outline, so the same key
     reference = _reference_eval_with_iabn(changed, _feed())[0]
     session = iabn_onnx.InferenceSession(str(path))
-    assert session._report == {}  # lowered again, not taken from the entry
+    assert session._origin == "lowered"  # lowered again, not taken from the entry
     assert_close(session.run(None, _feed())[0], reference)
     again = iabn_onnx.InferenceSession(str(path))  # the entry was replaced by the new file's
-    assert again._report and len(_entries(cache)) == 1
+    assert again._origin == "cache" and len(_entries(cache)) == 1
     assert_close(again.run(None, _feed())[0], reference)
 
 
@@ -163,10 +163,10 @@ def test_a_damaged_entry_is_a_miss(tmp_path, cache):
     lowered = entry / start_cache.MODEL_FILE
     lowered.write_bytes(lowered.read_bytes()[:-100])  # truncated
     session = iabn_onnx.InferenceSession(str(path))
-    assert session._report == {}
+    assert session._origin == "lowered"
     assert_close(session.run(None, _feed())[0], _reference_eval_with_iabn(model, _feed())[0])
     (entry / start_cache.META_FILE).write_text("{not json")
-    assert iabn_onnx.InferenceSession(str(path))._report == {}
+    assert iabn_onnx.InferenceSession(str(path))._origin == "lowered"
 
 
 def test_an_entry_missing_a_field_is_a_miss(tmp_path, cache):
@@ -180,7 +180,7 @@ def test_an_entry_missing_a_field_is_a_miss(tmp_path, cache):
             damaged[key] = value
         (entry / start_cache.META_FILE).write_text(json.dumps(damaged))
         session = iabn_onnx.InferenceSession(str(path))
-        assert session._report == {}, key
+        assert session._origin == "lowered", key
         assert_close(session.run(None, _feed())[0], _reference_eval_with_iabn(model, _feed())[0])
     assert not (tmp_path / "outside.onnx").exists()
 
@@ -233,7 +233,7 @@ def test_kernel_nodes_come_back_from_the_cache(tmp_path, cache, monkeypatch):
     uncached = _cache_off_session(path, monkeypatch)
     iabn_onnx.InferenceSession(str(path))
     hit = iabn_onnx.InferenceSession(str(path))
-    assert hit._report and hit.nodes == uncached.nodes and len(hit.nodes) == 4
+    assert hit._origin == "cache" and hit.nodes == uncached.nodes and len(hit.nodes) == 4
     for got, want in zip(hit.run(None, _feed()), uncached.run(None, _feed())):
         np.testing.assert_array_equal(got, want)
 
@@ -246,7 +246,7 @@ def test_fed_parameters_are_still_checked_on_a_hit(tmp_path, cache):
     onnx.save(model, str(path))
     iabn_onnx.InferenceSession(str(path))
     hit = iabn_onnx.InferenceSession(str(path))
-    assert hit._report and hit._fed_routes
+    assert hit._origin == "cache" and hit._fed_routes
     feed = {"X": np.ones((2, 300, 3, 3), np.float32), **params}
     feed["scale"] = feed["scale"][:10]
     with pytest.raises(iabn_onnx.InplaceABNError, match="abn0"):
@@ -262,5 +262,5 @@ def test_the_oldest_entries_go_first(tmp_path, cache, monkeypatch):
         os.utime(newest, (1000 + k, 1000 + k))  # net0 is the least recently used
     iabn_onnx.InferenceSession(str(paths[2]))
     assert len(_entries(cache)) == 2
-    assert iabn_onnx.InferenceSession(str(paths[1]))._report  # kept
-    assert iabn_onnx.InferenceSession(str(paths[0]))._report == {}  # pruned: lowered again
+    assert iabn_onnx.InferenceSession(str(paths[1]))._origin == "cache"  # kept
+    assert iabn_onnx.InferenceSession(str(paths[0]))._origin == "lowered"  # pruned: lowered again

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 #: per-channel parameters of narrow layers) are copied, as shape inference may read them
 MIN_EXTERNAL_BYTES = 1024
 
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+_VARINT, _FIXED64, _BYTES, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
+_MAX_KEY_BYTES, _MAX_VARINT_BYTES = 5, 10  # keys and lengths; values (protobuf's limits)
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_NODE = 1  # GraphProto.node
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
@@ -177,14 +178,21 @@ class _Walker:
 
 def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
     """The fields of the message in ``buf[pos:stop]``: (number, wire type, start, body, end) each,
-    ``body`` where the value begins (after the key, and a length prefix); raises ``WireError``."""
+    ``body`` where the value begins (after the key, and a length prefix); raises ``WireError``.
+
+    As strict as protobuf's own parser (upb, which onnx and onnxruntime use): a key or a length takes
+    at most 5 bytes, a key is below 2**32 and names a field above 0, a length is below 2**31, a value
+    takes at most 10 bytes, and a group (an unknown field to ONNX) ends where its own end-group key is.
+    """
     while pos < stop:
         start = pos
         key = buf[pos]
         if key < 0x80:  # a one-byte varint, as nearly every key is (the walk's hot path)
             pos += 1
         else:
-            key, pos = _read_varint(buf, pos, stop)
+            key, pos = _read_varint(buf, pos, stop, _MAX_KEY_BYTES)
+            if key >= 1 << 32:
+                raise WireError(f"field key {key} at byte {start} is out of range")
         number, wire = key >> 3, key & 7
         if number == 0:
             raise WireError(f"field number 0 at byte {start}")
@@ -193,17 +201,21 @@ def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
             if pos < stop and buf[pos] < 0x80:  # a one-byte value: dims, types, flags
                 pos += 1
             else:
-                _, pos = _read_varint(buf, pos, stop)
+                _, pos = _read_varint(buf, pos, stop, _MAX_VARINT_BYTES)
         elif wire == _BYTES:
             if pos < stop and buf[pos] < 0x80:
                 length, body = buf[pos], pos + 1
             else:
-                length, body = _read_varint(buf, pos, stop)
+                length, body = _read_varint(buf, pos, stop, _MAX_KEY_BYTES)
+                if length >= 1 << 31:
+                    raise WireError(f"field {number} at byte {start} has a length of {length} bytes")
             pos = body + length
         elif wire == _FIXED64:
             body, pos = pos, pos + 8
         elif wire == _FIXED32:
             body, pos = pos, pos + 4
+        elif wire == _START_GROUP:
+            body, pos = pos, _group_end(buf, pos, stop, number, start)
         else:
             raise WireError(f"wire type {wire} at byte {start}")
         if pos > stop:
@@ -211,9 +223,23 @@ def fields(buf: bytes | mmap.mmap, pos: int, stop: int) -> Iterator[Field]:
         yield number, wire, start, body, pos
 
 
-def _read_varint(buf: mmap.mmap, pos: int, stop: int) -> tuple[int, int]:
+def _group_end(buf: bytes | mmap.mmap, pos: int, stop: int, number: int, start: int) -> int:
+    """Where the group begun at ``start`` ends: after the end-group key of its own field number."""
+    while pos < stop:
+        key_start = pos
+        key, after = _read_varint(buf, pos, stop, _MAX_KEY_BYTES)
+        if key & 7 == _END_GROUP:
+            if key >> 3 != number:
+                raise WireError(f"group {number} at byte {start} ends with another field's end-group key")
+            return after
+        pos = key_start
+        *_, pos = next(fields(buf, pos, stop))  # one field of the group, nested groups included
+    raise WireError(f"group {number} at byte {start} has no end (truncated?)")
+
+
+def _read_varint(buf: bytes | mmap.mmap, pos: int, stop: int, max_bytes: int) -> tuple[int, int]:
     value = shift = 0
-    for _ in range(10):
+    for _ in range(max_bytes):
         if pos >= stop:
             raise WireError(f"varint runs past byte {stop} (truncated?)")
         byte = buf[pos]
@@ -222,7 +248,7 @@ def _read_varint(buf: mmap.mmap, pos: int, stop: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, pos
         shift += 7
-    raise WireError(f"varint longer than 10 bytes before byte {pos}")
+    raise WireError(f"varint longer than {max_bytes} bytes before byte {pos}")
 
 
 def _varint(value: int) -> bytes:

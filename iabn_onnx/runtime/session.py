@@ -14,9 +14,13 @@ only the model's graph (``outline.py``) and onnxruntime reads the weights from a
 of the file; the session holds no copy of the model once onnxruntime has it, and a file with
 no InplaceABN node goes to onnxruntime as is. What a session made of a file is kept in the
 start-up cache (``start_cache.py``): a later process given the same file and options starts
-without importing onnx or lowering again. A file's first process lowers the common case (every
-node to BatchNormalization, no graph rule to apply) on the outline's bytes, without onnx either
-(``wire_lowering.py``).
+without importing onnx or lowering again.
+
+Every way in (a cache hit, a lowering, a file onnxruntime takes as it is) yields one ``_Prepared``:
+the model file onnxruntime reads and the session's report, from which ``_adopt`` sets the state.
+Only protobuf's parser decides what a model file holds: the outline's walk finds where the weights
+are, and the outline itself, every byte of the file but the weights', is parsed by protobuf before
+anything is lowered (a cache hit is keyed by those same bytes, parsed when the entry was made).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -42,7 +47,6 @@ if TYPE_CHECKING:
     import onnx
 
     from .lowering import LoweredNode
-    from .wire_lowering import Lowered
 
 ModelSource = Union[str, os.PathLike, bytes, "onnx.ModelProto"]
 
@@ -123,35 +127,52 @@ def _no_graph(path: Path) -> ModelLoadError:
     return ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
 
 
-class _FileCopy(threading.Thread):
-    """Copies a file on a thread of its own (the kernel does the copying, without the GIL); ``finish``
-    waits for it and checks that the source did not change meanwhile."""
+class _PrivateCopy:
+    """The private copy of a model file that onnxruntime reads the weights from (a session cannot fault
+    when the user's file is rewritten in place). Made on a thread of its own (the kernel copies without
+    the GIL) while the cache is looked up or the graph lowered; the ``with`` block owns the thread and
+    waits for it on the way out, after an error too. ``finish`` waits and checks that the source did
+    not change since ``before``. Without ``wanted`` it copies nothing and ``target`` is None."""
 
-    def __init__(self, source: Path, target: str, before: tuple[int, int, int]) -> None:
-        super().__init__(name="iabn_onnx model copy", daemon=True)
-        self.source, self.target = source, target
-        self.before = before  # the file's identity when the session began to read it
+    def __init__(self, source: Path, tmp: str, before: tuple[int, int, int], wanted: bool) -> None:
+        self.source, self.before = source, before
+        self.target = os.path.join(tmp, source.name) if wanted else None
         self.error: BaseException | None = None
-        self.start()
+        self._thread = threading.Thread(target=self._copy, name="iabn_onnx model copy", daemon=True)
+        if wanted:
+            self._thread.start()
 
-    def run(self) -> None:
+    def _copy(self) -> None:
         try:
-            shutil.copyfile(self.source, self.target)
+            shutil.copyfile(self.source, self.target)  # type: ignore[arg-type]
         except BaseException as exc:  # re-raised by finish(), on the caller's thread
             self.error = exc
 
+    def __enter__(self) -> _PrivateCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._thread.join()  # the folder goes away next: the copy ends first
+
     def finish(self) -> None:
-        self.join()
+        if self.target is None:
+            return
+        self._thread.join()
         if self.error is not None:
             raise self.error
         if _identity(self.source) != self.before:
             raise ModelLoadError(f"{self.source}: the file changed while the session read it")
 
 
+#: the names a lowered model takes in the session's folder (two: the private copy may hold one)
+_LOWERED_NAMES = ("model.onnx", "model_lowered.onnx")
+
+
 def _lowered_path(tmp: str, taken: str | None) -> str:
     """Where the lowered model goes in ``tmp``; ``taken``: the copy of the original file, under the
     original's name, in the same folder."""
-    return next(p for p in (os.path.join(tmp, n) for n in ("model.onnx", "model_lowered.onnx")) if p != taken)
+    return next(p for p in (os.path.join(tmp, n) for n in _LOWERED_NAMES) if p != taken)
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -229,6 +250,171 @@ def _check_feed(routes: list[Route], feed: dict[str, Any], static: dict[str, tup
             raise InplaceABNError(route.node, f"inputs differ in dtype: {sorted(str(d) for d in dtypes)}")
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What, beyond the model, decides how it is lowered (and so keys the start-up cache)."""
+
+    kernel_only: bool
+    fuses_conv: bool  # onnxruntime will fuse Conv+BatchNormalization at load
+
+    def cache_options(self) -> dict[str, bool]:
+        return {"kernel_only": self.kernel_only, "fuses_conv": self.fuses_conv}
+
+
+#: the report of a model that reaches onnxruntime as given (no InplaceABN node)
+_AS_IS: dict[str, Any] = {
+    "kernel": False,
+    "routes": [],
+    "kernel_nodes": [],
+    "standard_routes": [],
+    "static_shapes": {},
+    "fed_routes": [],
+}
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a session is made of, whichever way it came (a cache hit, a lowering, a file as it is):
+    the model file onnxruntime reads, and the session's report as JSON (routes, kernel nodes, the
+    feeds checked at run time)."""
+
+    path: str
+    report: dict[str, Any]
+    origin: str  # "as is", "cache" or "lowered": which way it came (tests ask)
+
+
+def _prepare(model: ModelSource, settings: _Settings, tmp: str) -> _Prepared:
+    """The model file for onnxruntime, in ``tmp`` unless it is the user's own file as it is."""
+    if isinstance(model, (str, os.PathLike)):
+        return _prepare_file(_model_file(model), settings, tmp)
+    prepared, _ = _lowered(load_model(model), settings, "", tmp, taken=None)
+    return prepared
+
+
+def _prepare_file(source: Path, settings: _Settings, tmp: str) -> _Prepared:
+    """A model file: the file itself when it has no node of ours, else a cache hit, else a lowering of its
+    outline (``outline.py``: the graph without the weights, checked by protobuf's parser), kept in the cache."""
+    before = _identity(source)  # a change from here on fails the private copy's finish()
+    walked = _walk_outline(source)
+    if not walked.has_graph:
+        raise _no_graph(source)
+    if DOMAIN.encode() not in walked.data:
+        # A node of our domain names it in the graph's bytes: with no such node there is nothing to
+        # change, and onnxruntime reads the file (and its external data) as it is, with its own parser.
+        return _Prepared(os.fspath(source), _AS_IS, "as is")
+    # The outline's big tensors point into the file and onnxruntime memory-maps them: it reads a
+    # private copy, made while the cache is looked up or the graph lowered.
+    points_into_file = walked.points_into_file
+    wanted = points_into_file and not walked.own_external_data
+    with _PrivateCopy(source, tmp, before, wanted) as copy:
+        key = None
+        if start_cache.cache_dir() is not None and not walked.own_external_data:
+            key = start_cache.key(walked.data, settings.cache_options())
+            hit = _from_cache(start_cache.lookup(key), source, tmp, copy)
+            if hit is not None:
+                return hit
+        outline = _parse_outline(walked, source)  # protobuf's verdict on every byte but the weights'
+        del walked
+        if not _has_inplace_abn(outline.model):
+            if key is not None and not outline.own_external_data:
+                start_cache.store(key, None, {})
+            return _Prepared(os.fspath(source), _AS_IS, "as is")
+        if outline.own_external_data:  # tensors in files of their own: the whole model, and no cache entry
+            proto, base_dir, key = load_model_file(source)[0], "", None
+        else:  # small tensors are in the outline; the big ones are read from the file
+            proto, base_dir = outline.model, str(source.parent) if points_into_file else ""
+        del outline
+        prepared, reads = _lowered(proto, settings, base_dir, tmp, taken=copy.target)
+        del proto
+        if key is not None and any(location != source.name for location, _, _ in reads):
+            key = None  # it read another file: an entry could not tell when that one changed
+        copy.finish()  # the file did not change while it was walked, copied, lowered and read
+        if key is not None:
+            meta = {
+                **prepared.report,
+                "points_into_file": copy.target is not None,
+                "reads": start_cache.read_digests(source, [(offset, length) for _, offset, length in reads]),
+                "model_name": os.path.basename(prepared.path),
+            }
+            start_cache.store(key, prepared.path, meta)
+        return prepared
+
+
+def _from_cache(entry: start_cache.Entry | None, source: Path, tmp: str, copy: _PrivateCopy) -> _Prepared | None:
+    """A cache entry's model written to ``tmp``, or None (a miss) when there is no entry, it is not one
+    this code wrote, or the stretches of ``source`` the lowering read have changed since."""
+    if entry is None:
+        return None
+    if entry.model is None:
+        return _Prepared(os.fspath(source), _AS_IS, "as is")
+    meta = entry.meta
+    try:  # an entry this code wrote has every field; any other is a miss
+        model_name = meta["model_name"]
+        points_into_file = bool(meta["points_into_file"])
+        report = {name: meta[name] for name in _AS_IS}
+        _validate_report(report)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if model_name not in _LOWERED_NAMES:
+        return None
+    if points_into_file and copy.target is None:  # the walk found no tensor in the file: not this file's entry
+        return None
+    path = os.path.join(tmp, model_name)
+    if path == copy.target:  # the lowered model never takes the copy's name
+        return None
+    if not start_cache.unchanged(entry, source):  # checked after the copy began, which checks the rest
+        return None
+    with open(path, "wb") as fh:
+        fh.write(entry.model)
+    if points_into_file:
+        copy.finish()
+    return _Prepared(path, report, "cache")
+
+
+def _validate_report(report: dict[str, Any]) -> None:
+    """Raises (KeyError, TypeError, ValueError) unless ``report`` has the shape ``_lowered`` gives it."""
+    report["kernel"] = bool(report["kernel"])
+    report["standard_routes"] = [str(name) for name in report["standard_routes"]]
+    report["static_shapes"] = {str(n): [int(d) for d in dims] for n, dims in report["static_shapes"].items()}
+    [route_from_json(r) for r in report["fed_routes"]]  # imports the schema only when there are any
+    if not isinstance(report["routes"], list) or not isinstance(report["kernel_nodes"], list):
+        raise TypeError("routes and kernel_nodes are lists")
+
+
+def _lowered(
+    proto: onnx.ModelProto, settings: _Settings, base_dir: str, tmp: str, taken: str | None
+) -> tuple[_Prepared, list[tuple[str, int, int]]]:
+    """Route and lower ``proto`` (changed in place) and write it to ``tmp`` under a name other than ``taken``
+    (the private copy's); also the external-data stretches the lowering read (location, offset, length).
+
+    onnxruntime reads the model from a file, as it would the original: handing it serialized
+    bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a file 470 MB).
+    """
+    from ..graph import recording_external_reads, save_model
+    from .lowering import lower
+
+    declared = {i.name: list(i.dims) for i in proto.graph.initializer}  # before lowering drops some
+    with recording_external_reads() as reads:
+        proto, kernel_nodes, routes = lower(
+            proto, kernel_only=settings.kernel_only, onnxruntime_fuses_conv=settings.fuses_conv, base_dir=base_dir
+        )
+    graph_inputs = {i.name for i in proto.graph.input}
+    # standard-op routes reading graph inputs: their feed is checked as the kernel would check it
+    fed = [r for r in routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
+    wanted = {name for r in fed for name in r.inputs}
+    report = {
+        "kernel": bool(kernel_nodes),
+        "routes": [route_to_json(r) for r in routes],
+        "kernel_nodes": [checked_to_json(n) for n in kernel_nodes],
+        "standard_routes": sorted({r.node for r in routes if r.attrs is not None}),
+        "static_shapes": {name: declared[name] for name in sorted(wanted) if name in declared},
+        "fed_routes": [route_to_json(r) for r in fed],
+    }
+    path = _lowered_path(tmp, taken)
+    save_model(proto, path)
+    return _Prepared(path, report, "lowered"), list(reads)
+
+
 class InferenceSession:
     """Like ``onnxruntime.InferenceSession``, with InplaceABN nodes supported.
 
@@ -260,94 +446,31 @@ class InferenceSession:
     ) -> None:
         if providers is None:
             providers = ["CPUExecutionProvider"]
-        self._kernel = False
-        self._fed_routes: list[Route] = []
-        self._standard_routes: set[str] = set()
-        self._static_shapes: dict[str, tuple[int, ...]] = {}
-        self._kernel_nodes: list[LoweredNode] | None = []
-        self._routes: list[Route] | None = []
-        self._report: dict[str, Any] = {}  # a cached session's routes and kernel nodes, as JSON
         options = {"providers": providers, "provider_options": provider_options, **kwargs}
-        kernel_only = kernel_only or not fold_frozen
         level = (sess_options or ort.SessionOptions()).graph_optimization_level
-        fuses = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Conv+BatchNormalization is a basic fusion
+        settings = _Settings(
+            kernel_only=kernel_only or not fold_frozen,
+            fuses_conv=level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL,  # Conv+BatchNormalization is basic
+        )
         with tempfile.TemporaryDirectory(prefix="iabn_onnx_") as tmp:
-            copy = started = None
-            source: Path | None = None  # the model's file, when given one
-            try:
-                cache_key = None
-                if isinstance(model, (str, os.PathLike)):
-                    source = _model_file(model)
-                    before = _identity(source)  # a change from here on fails the copy's finish()
-                    walked = _walk_outline(source)
-                    if not walked.has_graph:
-                        raise _no_graph(source)
-                    if DOMAIN.encode() not in walked.data:
-                        # A node of our domain names it in the graph's bytes: with no such node there is
-                        # nothing to change, and onnxruntime reads the file (and its external data) as it is,
-                        # without onnx imported or the cache consulted (a folded model's first process).
-                        self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
-                        return
-                    if walked.points_into_file and not walked.own_external_data:
-                        # The outline's big tensors point into the file, and onnxruntime memory-maps the
-                        # weights it reads that way: it gets a private copy (a session cannot fault when
-                        # the user's file is rewritten in place), begun now to run while the cache is
-                        # looked up or the graph lowered.
-                        copy = started = _FileCopy(source, os.path.join(tmp, source.name), before)
-                    if start_cache.cache_dir() is not None and not walked.own_external_data:
-                        cache_key = start_cache.key(walked.data, {"kernel_only": kernel_only, "fuses_conv": fuses})
-                        entry = start_cache.lookup(cache_key)
-                        if entry is not None and entry.model is None:
-                            self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
-                            return
-                        path = self._from_cache(entry, source, tmp, copy) if entry is not None else None
-                        if path is not None:
-                            self._start(path, sess_options, options)
-                            return
-                    if not walked.own_external_data and not kernel_only:
-                        # the common case, lowered on the outline's bytes: no onnx import (wire_lowering.py)
-                        from .wire_lowering import lower_outline
+            prepared = _prepare(model, settings, tmp)
+            del model
+            self._adopt(prepared)
+            self._start(prepared.path, sess_options, options)
 
-                        lowered = lower_outline(walked.data, source, fuses)
-                        if lowered is not None:
-                            self._start(self._from_wire(lowered, source, tmp, copy, cache_key), sess_options, options)
-                            return
-                    outline = _parse_outline(walked, source)
-                    points_into_file = walked.points_into_file
-                    del walked
-                    if not _has_inplace_abn(outline.model):
-                        # nothing to change: onnxruntime reads the original file (and its external data)
-                        if cache_key is not None and not outline.own_external_data:
-                            start_cache.store(cache_key, None, {})
-                        self._session = ort.InferenceSession(os.fspath(source), sess_options, **options)
-                        return
-                    if outline.own_external_data:
-                        proto, base_dir, cache_key, copy = load_model_file(source)[0], "", None, None
-                    elif not points_into_file:
-                        proto, base_dir = outline.model, ""  # every tensor is small: the outline is the whole model
-                    else:
-                        proto, base_dir = outline.model, str(source.parent)
-                        if copy is None:
-                            copy = started = _FileCopy(source, os.path.join(tmp, source.name), before)
-                else:
-                    proto, base_dir = load_model(model), ""  # the session's own copy, rewritten in place
-                del model
-                from ..graph import recording_external_reads
-
-                with recording_external_reads() as reads:  # the lowered model takes a name the copy does not
-                    path = self._lower(proto, kernel_only, fuses, base_dir, tmp, started.target if started else None)
-                del proto
-                stretches = [(offset, length) for _, offset, length in reads]
-                if cache_key is not None and any(location != source.name for location, _, _ in reads):  # type: ignore[union-attr]
-                    cache_key = None  # it read another file: an entry could not tell when that one changed
-                self._keep(path, cache_key, source, stretches, copy)
-                self._start(path, sess_options, options)
-            finally:
-                if started is not None:
-                    started.join()  # the folder goes away next (after an error too): the copy ends first
+    def _adopt(self, prepared: _Prepared) -> None:
+        """The session's state, from its report: the one place it is set, whichever way the model came."""
+        report = self._report = prepared.report
+        self._origin = prepared.origin
+        self._kernel = bool(report["kernel"])
+        self._standard_routes: set[str] = set(report["standard_routes"])
+        self._static_shapes = {name: tuple(dims) for name, dims in report["static_shapes"].items()}
+        self._fed_routes: list[Route] = [route_from_json(r) for r in report["fed_routes"]]
+        self._routes: list[Route] | None = None  # read from the report when asked for
+        self._kernel_nodes: list[LoweredNode] | None = None
 
     def _start(self, path: str, sess_options: ort.SessionOptions | None, options: dict[str, Any]) -> None:
-        """onnxruntime's session on the lowered model file ``path``."""
+        """onnxruntime's session on the model file ``path``."""
         so = sess_options
         if self._kernel:
             so = session_options(sess_options) if sess_options is not None else _shared_kernel_options()
@@ -359,86 +482,6 @@ class InferenceSession:
             self._session = ort.InferenceSession(path, so, **options)
         if faults:
             raise faults[0].to_exception()
-
-    def _from_cache(self, entry: start_cache.Entry, source: Path, tmp: str, copy: _FileCopy | None) -> str | None:
-        """Set the session up from a cache entry: the lowered model's file in ``tmp``, or None
-        when the entry is not one this code wrote or the stretches of ``source`` the lowering
-        read have changed since. ``copy``: the private copy of ``source`` begun for onnxruntime."""
-        meta = entry.meta
-        try:  # an entry this code wrote has every field; any other is a miss
-            model_name = meta["model_name"]
-            if model_name not in ("model.onnx", "model_lowered.onnx"):
-                return None
-            points_into_file, kernel = bool(meta["points_into_file"]), bool(meta["kernel"])
-            standard = {str(name) for name in meta["standard_routes"]}
-            static = {str(name): tuple(int(d) for d in dims) for name, dims in meta["static_shapes"].items()}
-            fed = [route_from_json(r) for r in meta["fed_routes"]]  # imports the schema only when there are any
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None
-        if points_into_file and copy is None:  # the walk found no tensor in the file: not this file's entry
-            return None
-        path = os.path.join(tmp, model_name)
-        if copy is not None and path == copy.target:  # the lowered model never took the copy's name
-            return None
-        if not start_cache.unchanged(entry, source):  # checked after the copy began, which checks the rest
-            return None
-        with open(path, "wb") as fh:
-            fh.write(entry.model or b"")
-        if points_into_file and copy is not None:
-            copy.finish()
-        self._kernel, self._standard_routes, self._static_shapes, self._fed_routes = kernel, standard, static, fed
-        self._report, self._routes, self._kernel_nodes = meta, None, None
-        return path
-
-    def _from_wire(
-        self, lowered: Lowered, source: Path, tmp: str, copy: _FileCopy | None, cache_key: str | None
-    ) -> str:
-        """Set the session up from ``wire_lowering``'s model (kept in the cache as a lowering's is); return
-        its file in ``tmp``."""
-        path = _lowered_path(tmp, copy.target if copy is not None else None)
-        with open(path, "wb") as fh:
-            fh.write(lowered.data)
-        report = lowered.report
-        self._kernel, self._standard_routes = bool(report["kernel"]), set(report["standard_routes"])
-        self._report, self._routes, self._kernel_nodes = report, None, None
-        self._keep(path, cache_key, source, lowered.reads, copy, report)
-        return path
-
-    def _keep(
-        self,
-        path: str,
-        cache_key: str | None,
-        source: Path | None,
-        stretches: list[tuple[int, int]],
-        copy: _FileCopy | None,
-        report: dict[str, Any] | None = None,
-    ) -> None:
-        """After a miss: check the private copy, and keep the lowered model ``path`` and the session's report
-        (default: ``_report_json()``) under ``cache_key`` (None: keep nothing), with digests of the
-        ``stretches`` of ``source`` the lowering read."""
-        meta = None
-        if cache_key is not None:
-            meta = {**(report if report is not None else self._report_json())}
-            meta.update(
-                points_into_file=copy is not None,
-                reads=start_cache.read_digests(source, stretches),  # type: ignore[arg-type]
-                model_name=os.path.basename(path),
-            )
-        if copy is not None:
-            copy.finish()  # the file did not change while it was walked, copied, lowered and read
-        if meta is not None:
-            start_cache.store(cache_key, path, meta)  # type: ignore[arg-type]
-
-    def _report_json(self) -> dict[str, Any]:
-        """What a later process needs to set this session up from the cache."""
-        return {
-            "kernel": self._kernel,
-            "routes": [route_to_json(r) for r in self.routes],
-            "kernel_nodes": [checked_to_json(n) for n in self.inplace_abn_nodes],
-            "standard_routes": sorted(self._standard_routes),
-            "static_shapes": {name: list(dims) for name, dims in self._static_shapes.items()},
-            "fed_routes": [route_to_json(r) for r in self._fed_routes],
-        }
 
     @property
     def routes(self) -> list[Route]:
@@ -453,38 +496,6 @@ class InferenceSession:
         if self._kernel_nodes is None:
             self._kernel_nodes = [checked_from_json(n) for n in self._report["kernel_nodes"]]
         return self._kernel_nodes
-
-    def _lower(
-        self,
-        proto: onnx.ModelProto,
-        kernel_only: bool,
-        fuses: bool,
-        base_dir: str,
-        tmp: str,
-        taken: str | None,
-    ) -> str:
-        """Route and lower ``proto`` (changed in place), write it to ``tmp``; return the file for onnxruntime.
-
-        onnxruntime reads the model from a file, as it would the original: handing it serialized
-        bytes kept them alive beside its own copy (ResNet-50 peak 570 MB, from a file 470 MB).
-        """
-        from ..graph import save_model
-        from .lowering import lower
-
-        declared = {i.name: tuple(i.dims) for i in proto.graph.initializer}  # before lowering drops some
-        proto, self._kernel_nodes, self._routes = lower(
-            proto, kernel_only=kernel_only, onnxruntime_fuses_conv=fuses, base_dir=base_dir
-        )
-        self._kernel = bool(self._kernel_nodes)
-        graph_inputs = {i.name for i in proto.graph.input}
-        # standard-op routes reading graph inputs: their feed is checked as the kernel would check it
-        self._fed_routes = [r for r in self._routes if r.attrs is not None and graph_inputs.intersection(r.inputs)]
-        self._standard_routes = {r.node for r in self._routes if r.attrs is not None}
-        wanted = {name for r in self._fed_routes for name in r.inputs}
-        self._static_shapes = {name: declared[name] for name in wanted if name in declared}
-        path = _lowered_path(tmp, taken)
-        save_model(proto, path)
-        return path
 
     def _fault_slot(self) -> Any:
         """The kernel's per-thread fault slot (a no-op when no node runs in the kernel)."""
