@@ -162,50 +162,20 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), name, what))[0]
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("bad varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
 def parse_tensor_desc(desc: bytes) -> tuple[int, list[int]]:
-    """(data_type, dims) of a serialized ``VarType.TensorDesc``."""
-    data_type, dims, pos = None, [], 0
-    while pos < len(desc):
-        key, pos = _varint(desc, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(desc, pos)
-            if field == 1:
-                data_type = value
-            elif field == 2:
-                dims.append(value - (1 << 64) if value >= 1 << 63 else value)
-        elif wire == 2:
-            length, pos = _varint(desc, pos)
-            end = pos + length
-            if end > len(desc):
-                raise ValueError("field runs past the end")
-            if field == 2:  # packed dims
-                while pos < end:
-                    value, pos = _varint(desc, pos)
-                    dims.append(value - (1 << 64) if value >= 1 << 63 else value)
-            pos = end
-        elif wire == 5:
-            pos += 4
-        elif wire == 1:
-            pos += 8
-        else:
-            raise ValueError(f"wire type {wire}")
-    if data_type is None:
+    """(data_type, dims) of a serialized ``VarType.TensorDesc``, parsed by protobuf (``framework_proto``);
+    ValueError when protobuf rejects it or it names no data type."""
+    from google.protobuf.message import DecodeError
+
+    from .framework_proto import parse
+
+    try:
+        message = parse("VarType.TensorDesc", desc)
+    except DecodeError:
+        raise ValueError("the protobuf wire format is corrupt") from None
+    if not message.HasField("data_type"):
         raise ValueError("no data_type")
-    return data_type, dims
+    return message.data_type, list(message.dims)
 
 
 def read_record(reader: _Reader, name: str) -> np.ndarray:

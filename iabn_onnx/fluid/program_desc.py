@@ -1,32 +1,23 @@
 """Read a Paddle ``ProgramDesc`` (``model.pdmodel``, ``__model__``) without Paddle.
 
-Only what the exporter needs is decoded, straight from the protobuf wire format
-(Paddle's ``framework.proto``): blocks, their variables (name, persistable, tensor dtype
-and dims) and their ops (type, inputs and outputs per parameter in file order,
-attributes). A file that is not a ProgramDesc, or is truncated, raises
-``ProgramError`` naming the file.
-
-Field numbers (``framework.proto``): ProgramDesc.blocks 1; BlockDesc idx 1, parent_idx 2,
-vars 3, ops 4; VarDesc name 1, type 2, persistable 3; VarType type 1, lod_tensor 3
-(LoDTensorDesc.tensor 1: TensorDesc data_type 1, dims 2); OpDesc inputs 1, outputs 2 (Var:
-parameter 1, arguments 2), type 3, attrs 4 (Attr: name 1, type 2, i 3, f 4, s 5, ints 6,
-floats 7, strings 8, b 10, bools 11, block_idx 12, l 13, longs 15, float64s 16, float64 19).
+protobuf parses the file against Paddle's ``framework.proto`` messages (``framework_proto.py``),
+so it is exactly as strict as Paddle's own reader; this module keeps what the exporter needs:
+blocks, their variables (name, persistable, tensor dtype and dims) and their ops (type, inputs
+and outputs per parameter in file order, attributes). A file protobuf rejects, or one missing
+what every program has (an op's type, a variable's name, UTF-8 names), raises ``ProgramError``
+naming the file.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import _varint
+from . import framework_proto
 
 #: VarType.Type values of tensors (the rest are feed/fetch lists, readers, ...)
 LOD_TENSOR = 7
-_ATTR_FIELDS = {3: "i", 4: "f", 5: "s", 6: "ints", 7: "floats", 8: "strings", 10: "b", 11: "bools",
-                12: "block_idx", 13: "l", 15: "longs", 16: "float64s", 19: "float64"}  # fmt: skip
-_REPEATED = {"ints", "floats", "strings", "bools", "longs", "float64s"}
 _MAX_BYTES = 1 << 30
 
 
@@ -93,177 +84,82 @@ class ProgramDesc:
         return [name for _, name in sorted(fetches) if name]
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, value): an int for varints, bytes for the rest."""
-    out, pos = [], 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > len(buf):
-                raise ValueError("a field runs past the end")
-            value, pos = buf[pos : pos + length], pos + length
-        elif wire == 5:
-            if pos + 4 > len(buf):
-                raise ValueError("a field runs past the end")
-            value, pos = buf[pos : pos + 4], pos + 4
-        elif wire == 1:
-            if pos + 8 > len(buf):
-                raise ValueError("a field runs past the end")
-            value, pos = buf[pos : pos + 8], pos + 8
-        else:
-            raise ValueError(f"wire type {wire}")
-        out.append((number, wire, value))
-    return out
+#: AttrType -> the Attr field that holds its value (framework.proto)
+_ATTR_FIELD = {0: "i", 1: "f", 2: "s", 3: "ints", 4: "floats", 5: "strings", 6: "b", 7: "bools", 8: "block_idx",
+               9: "l", 10: "blocks_idx", 11: "longs", 12: "float64s", 13: "var_name", 14: "vars_name",
+               15: "float64"}  # fmt: skip
+_TEXT_FIELDS = {"s", "strings", "var_name", "vars_name"}
 
 
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
+def _text(value: bytes) -> str:
+    return value.decode("utf-8")  # UnicodeDecodeError: reported as a fault of the file
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, bytes):
-        raise ValueError("a string field is not length-delimited")
-    return value.decode("utf-8")
-
-
-def _packed_varints(value: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(value):
-        v, pos = _varint(value, pos)
-        out.append(_signed(v))
-    return out
-
-
-#: AttrType -> the value of an attribute whose field is absent (proto2 leaves defaults out)
-_ATTR_DEFAULTS: dict[int, Any] = {0: 0, 1: 0.0, 2: "", 6: False, 9: 0, 15: 0.0}
-
-
-def _attr(buf: bytes) -> tuple[str, Any]:
-    name, attr_type, values = None, None, {}
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            name = _text(value)
-            continue
-        if number == 2 and wire == 0:
-            attr_type = value
-            continue
-        key = _ATTR_FIELDS.get(number)
-        if key is None:
-            continue
-        if key in ("f", "floats") and wire == 5:
-            item: Any = struct.unpack("<f", value)[0]
-        elif key in ("float64", "float64s") and wire == 1:
-            item = struct.unpack("<d", value)[0]
-        elif key in ("s", "strings"):
-            item = _text(value)
-        elif wire == 0:
-            item = bool(value) if key in ("b", "bools") else _signed(value)
-        elif wire == 2 and key in _REPEATED:  # packed
-            if key == "floats":
-                item = list(struct.unpack(f"<{len(value) // 4}f", value))
-            elif key == "float64s":
-                item = list(struct.unpack(f"<{len(value) // 8}d", value))
-            else:
-                item = _packed_varints(value)
-                item = [bool(v) for v in item] if key == "bools" else item
-            values.setdefault(key, []).extend(item)
-            continue
-        else:
-            raise ValueError(f"attribute field {number} has wire type {wire}")
-        if key in _REPEATED:
-            values.setdefault(key, []).append(item)
-        else:
-            values[key] = item
-    if name is None:
+def _attr(attr: Any) -> tuple[str, Any]:
+    """An OpDesc.Attr's name and value: the field its type names (proto2 gives the default when unset)."""
+    if not attr.HasField("name"):
         raise ValueError("an attribute without a name")
-    # one value per attribute: the field that is set, else its type's default (a repeated one: [])
-    value = next(iter(values.values()), _ATTR_DEFAULTS.get(attr_type, []) if attr_type is not None else [])
-    return name, value
+    key = _ATTR_FIELD.get(attr.type) if attr.HasField("type") else None
+    if key is None:  # no type, or one without a plain value (scalars): the first value set, if any
+        fields = [f.name for f, _ in attr.ListFields() if f.name in set(_ATTR_FIELD.values())]
+        if not fields:
+            return _text(attr.name), []
+        key = fields[0]
+    value = getattr(attr, key)
+    if key in _TEXT_FIELDS:
+        value = _text(value) if isinstance(value, bytes) else [_text(v) for v in value]
+    elif not isinstance(value, (int, float, bool)):
+        value = list(value)
+    return _text(attr.name), value
 
 
-def _var_list(buf: bytes) -> tuple[str, list[str]]:
-    parameter, arguments = None, []
-    for number, _, value in _fields(buf):
-        if number == 1:
-            parameter = _text(value)
-        elif number == 2:
-            arguments.append(_text(value))
-    if parameter is None:
-        raise ValueError("an op input/output without a parameter name")
-    return parameter, arguments
-
-
-def _op(buf: bytes) -> OpDesc:
-    op = OpDesc(type="")
-    for number, _, value in _fields(buf):
-        if number == 3:
-            op.type = _text(value)
-        elif number in (1, 2):
-            parameter, arguments = _var_list(value)
-            (op.inputs if number == 1 else op.outputs)[parameter] = arguments
-        elif number == 4:
-            name, attr = _attr(value)
-            op.attrs[name] = attr
+def _op(message: Any) -> OpDesc:
+    op = OpDesc(type=_text(message.type))
     if not op.type:
         raise ValueError("an op without a type")
+    for args, target in ((message.inputs, op.inputs), (message.outputs, op.outputs)):
+        for var in args:
+            if not var.HasField("parameter"):
+                raise ValueError("an op input/output without a parameter name")
+            target[_text(var.parameter)] = [_text(a) for a in var.arguments]
+    for attr in message.attrs:
+        name, value = _attr(attr)
+        op.attrs[name] = value
     return op
 
 
-def _tensor_desc(buf: bytes, var: VarDesc) -> None:
-    for number, wire, value in _fields(buf):
-        if number == 1 and wire == 0:
-            var.dtype = value
-        elif number == 2:
-            var.dims.extend(_packed_varints(value) if wire == 2 else [_signed(value)])
-
-
-def _var(buf: bytes) -> VarDesc:
-    var = VarDesc(name="")
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            var.name = _text(value)
-        elif number == 3 and wire == 0:
-            var.persistable = bool(value)
-        elif number == 2:
-            for n2, w2, v2 in _fields(value):
-                if n2 == 1 and w2 == 0:
-                    var.var_type = v2
-                elif n2 == 3:  # LoDTensorDesc
-                    for n3, _, v3 in _fields(v2):
-                        if n3 == 1:
-                            _tensor_desc(v3, var)
+def _var(message: Any) -> VarDesc:
+    var = VarDesc(name=_text(message.name), persistable=message.persistable)
     if not var.name:
         raise ValueError("a variable without a name")
+    if message.HasField("type"):
+        var.var_type = message.type.type if message.type.HasField("type") else None
+        if message.type.HasField("lod_tensor") and message.type.lod_tensor.HasField("tensor"):
+            tensor = message.type.lod_tensor.tensor
+            var.dtype = tensor.data_type if tensor.HasField("data_type") else None
+            var.dims = list(tensor.dims)
     return var
 
 
-def _block(buf: bytes) -> BlockDesc:
-    block = BlockDesc()
-    for number, wire, value in _fields(buf):
-        if number == 1 and wire == 0:
-            block.idx = _signed(value)
-        elif number == 2 and wire == 0:
-            block.parent_idx = _signed(value)
-        elif number == 3:
-            var = _var(value)
-            block.vars[var.name] = var
-        elif number == 4:
-            block.ops.append(_op(value))
+def _block(message: Any) -> BlockDesc:
+    block = BlockDesc(idx=message.idx, parent_idx=message.parent_idx if message.HasField("parent_idx") else -1)
+    for var in map(_var, message.vars):
+        block.vars[var.name] = var
+    block.ops = [_op(op) for op in message.ops]
     return block
 
 
 def parse_program(data: bytes, path: str = "<bytes>") -> ProgramDesc:
-    """The ProgramDesc in ``data``; ProgramError naming ``path`` when it is not one."""
+    """The ProgramDesc in ``data`` (protobuf's parser, ``framework_proto``); ProgramError naming ``path``
+    when it is not one."""
+    from google.protobuf.message import DecodeError
+
     try:
-        blocks = [_block(value) for number, wire, value in _fields(data) if number == 1 and wire == 2]
-    except (ValueError, UnicodeDecodeError, struct.error) as exc:
-        raise ProgramError(f"{path}: not a readable Paddle program ({exc}); is the file truncated?") from None
+        blocks = [_block(b) for b in framework_proto.parse("ProgramDesc", data).blocks]
+    except DecodeError:
+        raise ProgramError(f"{path}: not a readable Paddle program (the protobuf wire format is corrupt)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProgramError(f"{path}: not a readable Paddle program ({exc})") from None
     if not blocks or not blocks[0].ops:
         raise ProgramError(f"{path}: not a Paddle program (no block with ops)")
     return ProgramDesc(path, blocks)

@@ -29,12 +29,19 @@ from .schema import (
 
 
 def check_opset(model: onnx.ModelProto) -> None:
-    """Raise when the model imports a version of our domain this package does not know."""
+    """Raise when the model imports a version of our domain this package does not know, or has nodes
+    of our domain and imports none of it (ONNX's checker and onnxruntime refuse such a model)."""
+    imported = False
     for imp in model.opset_import:
         if imp.domain == DOMAIN and imp.version != OPSET_VERSION:
             raise InplaceABNError(
                 "<model>", f"imports opset {imp.version} of domain '{DOMAIN}'; this version knows only {OPSET_VERSION}"
             )
+        imported = imported or imp.domain == DOMAIN
+    if not imported:
+        node = next((n for g in graphs(model.graph) for n in g.node if n.domain == DOMAIN), None)
+        if node is not None:
+            raise InplaceABNError(node_display_name(node), f"its domain '{DOMAIN}' is not in the model's opset imports")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import onnx
 from onnx import NodeProto, helper
 
 from ..graph import ensure_opset_import
+from ..model_source import ModelSource, as_model
 from ..op.function import MIN_ONNX_OPSET, add_function_fallback
 from ..op.schema import (
     DOMAIN,
@@ -61,7 +62,7 @@ def _name(node: NodeProto) -> str:
 
 
 def convert_with_report(
-    model: onnx.ModelProto, function_fallback: bool = True, keep_invalid: bool = False
+    model: ModelSource, function_fallback: bool = True, keep_invalid: bool = False
 ) -> tuple[onnx.ModelProto, ConvertReport]:
     """Return a copy of model with BatchNormalization(+act) replaced by InplaceABN where exact.
 
@@ -71,6 +72,7 @@ def convert_with_report(
     ``InplaceABNError`` naming it, unless ``keep_invalid``.
     """
     register_schema()
+    model = as_model(model)
     if not keep_invalid:
         check_model_nodes(model)
     out = onnx.ModelProto()
@@ -158,8 +160,9 @@ def convert_with_report(
     return out, report
 
 
-def convert(model: onnx.ModelProto, function_fallback: bool = True, keep_invalid: bool = False) -> onnx.ModelProto:
-    """Return a copy of model with BatchNormalization(+LeakyRelu/Elu) as InplaceABN nodes."""
+def convert(model: ModelSource, function_fallback: bool = True, keep_invalid: bool = False) -> onnx.ModelProto:
+    """Return a copy of model (a path, serialized bytes or a ModelProto, never changed) with
+    BatchNormalization(+LeakyRelu/Elu) as InplaceABN nodes."""
     return convert_with_report(model, function_fallback, keep_invalid)[0]
 
 

@@ -42,6 +42,7 @@ import onnx
 from onnx import NodeProto, helper
 
 from ..graph import drop_opset_import, drop_unused_initializers, graphs
+from ..model_source import ModelSource, as_model
 from ..op.function import remove_function_fallback
 from ..op.schema import DOMAIN, Activation, is_inplace_abn, node_display_name
 from ..op.validation import TensorInfo, check_opset, type_table
@@ -97,7 +98,7 @@ class FoldReport:
 
 # -- driver ------------------------------------------------------------------------------
 def fold_with_report(
-    model: onnx.ModelProto, into_producers_only: bool = False, keep_invalid: bool = False
+    model: ModelSource, into_producers_only: bool = False, keep_invalid: bool = False
 ) -> tuple[onnx.ModelProto, FoldReport]:
     """Fold every foldable InplaceABN node; return the new model and what happened.
 
@@ -105,6 +106,7 @@ def fold_with_report(
     it is left as it is and reported instead. ``into_producers_only`` leaves nodes with no
     producer to fold into (instead of the per-channel Mul+Add).
     """
+    model = as_model(model)
     check_opset(model)
     return _fold(model, type_table(model), into_producers_only, keep_invalid)
 
@@ -195,15 +197,16 @@ def _no_producer_reason(g: GraphIndex, x: str, producer: NodeProto | None) -> st
     return sole_consumer_reason(g, x)
 
 
-def fold(model: onnx.ModelProto, keep_invalid: bool = False) -> onnx.ModelProto:
-    """Return a copy of model with every foldable InplaceABN node replaced by standard ops.
+def fold(model: ModelSource, keep_invalid: bool = False) -> onnx.ModelProto:
+    """Return a copy of model (a path, serialized bytes or a ModelProto, never changed) with every
+    foldable InplaceABN node replaced by standard ops.
 
     An invalid InplaceABN node raises ``InplaceABNError``; ``keep_invalid=True`` leaves it in place.
     """
     return fold_with_report(model, keep_invalid=keep_invalid)[0]
 
 
-def plan_fold(model: onnx.ModelProto) -> list[str]:
+def plan_fold(model: ModelSource) -> list[str]:
     """What fold would do, as report lines."""
     return fold_with_report(model)[1].lines()
 

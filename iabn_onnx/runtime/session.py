@@ -34,10 +34,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
+from ..model_source import ModelLoadError, ModelSource, load_model, load_model_file, model_file, no_graph, unreadable
 from ..op.names import DOMAIN
 from . import start_cache
 from .outline import Outline, Walked, parse_outline, walk_outline
@@ -48,83 +49,21 @@ if TYPE_CHECKING:
 
     from .lowering import LoweredNode
 
-ModelSource = Union[str, os.PathLike, bytes, "onnx.ModelProto"]
-
-
-class ModelLoadError(ValueError):
-    """A file or byte string that is not a loadable ONNX model."""
-
-
-def load_model(source: ModelSource) -> onnx.ModelProto:
-    """Load a model from a path, serialized bytes, or a ModelProto (copied)."""
-    import onnx
-
-    if isinstance(source, onnx.ModelProto):
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
-        return model
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if not data:
-            raise ModelLoadError("empty byte string is not an ONNX model")
-        try:
-            return onnx.load_model_from_string(data)
-        except Exception as exc:
-            raise ModelLoadError(f"bytes are not a valid ONNX model ({type(exc).__name__}: {exc})") from None
-    return load_model_file(source)[0]
-
-
-def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bool]:
-    """A model file, read once, and whether it kept its tensors in external data."""
-    import onnx
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
-
-    from ..graph import tensors
-
-    path = _model_file(source)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        external = any(uses_external_data(t) for t in tensors(model.graph))
-        if external:
-            load_external_data_for_model(model, str(path.parent))
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
-    return _with_graph(model, path), external
-
 
 def _walk_outline(path: Path) -> Walked:
     """The outline of a model file as bytes (``outline.py``), with the errors ``load_model_file`` gives."""
     try:
         return walk_outline(path)
     except Exception as exc:  # WireError
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+        raise unreadable(str(path), exc) from None
 
 
 def _parse_outline(walked: Walked, path: Path) -> Outline:
     try:
         outline = parse_outline(walked)
     except Exception as exc:  # protobuf's DecodeError
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+        raise unreadable(str(path), exc) from None
     return outline
-
-
-def _model_file(source: str | os.PathLike[str]) -> Path:
-    path = Path(os.fspath(source))
-    if not path.is_file():
-        raise FileNotFoundError(f"no such model file: {path}")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"{path}: file is empty (0 bytes)")
-    return path
-
-
-def _with_graph(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
-    if not model.graph.node and not model.graph.output:
-        raise _no_graph(path)
-    return model
-
-
-def _no_graph(path: Path) -> ModelLoadError:
-    return ModelLoadError(f"{path}: not an ONNX model (no graph found; truncated or another format?)")
 
 
 class _PrivateCopy:
@@ -286,7 +225,7 @@ class _Prepared:
 def _prepare(model: ModelSource, settings: _Settings, tmp: str) -> _Prepared:
     """The model file for onnxruntime, in ``tmp`` unless it is the user's own file as it is."""
     if isinstance(model, (str, os.PathLike)):
-        return _prepare_file(_model_file(model), settings, tmp)
+        return _prepare_file(model_file(model), settings, tmp)
     prepared, _ = _lowered(load_model(model), settings, "", tmp, taken=None)
     return prepared
 
@@ -297,7 +236,7 @@ def _prepare_file(source: Path, settings: _Settings, tmp: str) -> _Prepared:
     before = _identity(source)  # a change from here on fails the private copy's finish()
     walked = _walk_outline(source)
     if not walked.has_graph:
-        raise _no_graph(source)
+        raise no_graph(source)
     if DOMAIN.encode() not in walked.data:
         # A node of our domain names it in the graph's bytes: with no such node there is nothing to
         # change, and onnxruntime reads the file (and its external data) as it is, with its own parser.
