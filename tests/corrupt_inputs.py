@@ -127,11 +127,16 @@ def mutants(data: bytes, count: int, seed: int) -> Iterator[tuple[str, bytes]]:
             n = int(rng.integers(1, 5))
             buf[pos:pos] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
             what = f"insert {n} bytes at {pos}"
-        else:
+        elif lengths:
             start, body = lengths[int(rng.integers(len(lengths)))]
             huge = [2**31 - 1, 2**32 + 5, 2**63 + 11, 2**64 - 1][int(rng.integers(4))]
             buf[start:body] = _varint(huge)
             what = f"length at {start} set to {huge}"
+        else:  # not protobuf: a huge little-endian count where a binary record keeps its sizes
+            huge = [2**31 - 1, 2**32 + 5, 2**63 + 11, 2**64 - 1][int(rng.integers(4))]
+            width = 8 if rng.random() < 0.5 else 4
+            buf[pos : pos + width] = (huge % (1 << (8 * width))).to_bytes(width, "little")
+            what = f"{width} bytes at {pos} set to {huge}"
         yield what, bytes(buf)
 
 
@@ -177,8 +182,7 @@ def _run_plain_onnxruntime(path: str, feed: dict[str, np.ndarray]) -> dict:
 def _run_paddle(path: str, extra: dict) -> dict:
     import iabn_onnx
 
-    folder = Path(path)
-    return {"export": _outcome(lambda: iabn_onnx.export_paddle(str(folder / extra["model"])) and None)}
+    return {"load": _outcome(lambda: iabn_onnx.export_paddle(path) and None)}
 
 
 def _run_params(path: str, extra: dict) -> dict:
@@ -186,13 +190,12 @@ def _run_params(path: str, extra: dict) -> dict:
 
     kind = extra["kind"]
     if kind == "torch":
-        from iabn_onnx.exporters.torch_modules import load_checkpoint
+        from iabn_onnx.cli_commands import _read_checkpoint
 
-        return {"load": _outcome(lambda: load_checkpoint(path) and None)}
+        return {"load": _outcome(lambda: _read_checkpoint(path, trust=False) and None)}
     if kind == "pdiparams":
-        names = extra["names"]
-        return {"load": _outcome(lambda: checkpoint.load_combined(path, names) and None)}
-    return {"load": _outcome(lambda: checkpoint.load_pdparams(path) and None)}
+        return {"load": _outcome(lambda: checkpoint.read_combined(path, extra["names"]) and None)}
+    return {"load": _outcome(lambda: checkpoint.read_pdparams(path) and None)}
 
 
 _INTACT: list = []
@@ -427,6 +430,23 @@ def explain_difference(ours: dict, ort_: dict, changed: set[str]) -> str:
     return f"fault: unexplained, onnxruntime refuses ({ort_['error']}: {ort_['message']}), ours runs ({changed})"
 
 
+def judge_load(outcome: dict, allowed: set[str], names: tuple[str, ...]) -> str:
+    """A Paddle or checkpoint mutant: read, or refused with a documented error naming one of ``names``
+    (a program and its parameters disagree: either may be the one at fault)."""
+    if "crash" in outcome:
+        return f"fault: the worker died ({outcome['crash']})"
+    if "hang" in outcome:
+        return f"fault: hang (> {outcome['hang']} s)"
+    load = outcome["load"]
+    if load["ok"]:
+        return "read"
+    if load["error"] not in allowed:
+        return f"fault: {load['error']}: {load['message']}"
+    if not any(name in load["message"] for name in names):
+        return f"fault: the message does not name {names}: {load['message']}"
+    return f"refused: {load['error']}"
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -455,25 +475,99 @@ def model_jobs(folder: Path, count: int, seed: int) -> list[tuple[str, dict]]:
     return jobs
 
 
+PADDLE_FIXTURE = ROOT / "tests" / "paddle_fixtures" / "programs" / "cnn"
+
+
+def paddle_jobs(folder: Path, count: int, seed: int) -> list[tuple[str, dict, tuple[str, ...]]]:
+    """Mutants of a saved program (``model.pdmodel``) and of its parameters (``model.pdiparams``), half
+    each, through ``export_paddle``: (what, job, the file name its error must give)."""
+    jobs = []
+    for target, offset in (("model.pdmodel", 0), ("model.pdiparams", 1)):
+        data = (PADDLE_FIXTURE / target).read_bytes()
+        for k, (what, blob) in enumerate(mutants(data, count // 2, seed * 2 + offset)):
+            where = folder / f"p{seed}_{offset}_{k}"
+            where.mkdir()
+            for name in ("model.pdmodel", "model.pdiparams"):
+                (where / name).write_bytes(blob if name == target else (PADDLE_FIXTURE / name).read_bytes())
+            job = {"reader": "paddle", "path": str(where / "model"), "extra": {}}
+            jobs.append((f"{target}: {what}", job, ("model.pdmodel", "model.pdiparams")))
+    return jobs
+
+
+def params_jobs(
+    folder: Path, count: int, seed: int, torch_checkpoint: Path | None
+) -> list[tuple[str, dict, tuple[str, ...]]]:
+    """Mutants of a ``.pdparams`` pickle, a ``.pdiparams`` file and (given one) a torch checkpoint,
+    through their loaders."""
+    from iabn_onnx.fluid.program_desc import read_program
+
+    names = read_program(PADDLE_FIXTURE / "model.pdmodel").persistable_names()
+    sources = [
+        ("pdparams", ROOT / "tests" / "paddle_fixtures" / "seed.pdparams", {}),
+        ("pdiparams", PADDLE_FIXTURE / "model.pdiparams", {"names": names}),
+    ]
+    if torch_checkpoint is not None:
+        sources.append(("torch", torch_checkpoint, {}))
+    jobs = []
+    for offset, (kind, source, extra) in enumerate(sources):
+        data = source.read_bytes()
+        for k, (what, blob) in enumerate(mutants(data, count // len(sources), seed * 3 + offset)):
+            path = folder / f"c{seed}_{kind}_{k}{source.suffix}"
+            path.write_bytes(blob)
+            job = {"reader": "params", "path": str(path), "extra": {"kind": kind, **extra}}
+            jobs.append((f"{kind}: {what}", job, (path.name,)))
+    return jobs
+
+
+#: the errors each loader documents
+LOAD_ERRORS = {"paddle": PADDLE_ERRORS, "params": {"CheckpointError", "CliError"}}
+
+
+def load_classes(jobs: list[tuple[str, dict, tuple[str, ...]]]) -> list[tuple[str, str]]:
+    """(what, class) of each load mutant."""
+    results = run_jobs([(what, job) for what, job, _ in jobs])
+    return [
+        (result.what, judge_load(result.outcome, LOAD_ERRORS[job["reader"]], names))
+        for result, (_, job, names) in zip(results, jobs)
+    ]
+
+
+def small_torch_checkpoint(folder: Path) -> Path:
+    """A torch.save file of a small state dict, as a training script writes one."""
+    import torch
+
+    path = folder / "checkpoint.pth"
+    g = torch.Generator().manual_seed(0)
+    state = {"conv.weight": torch.randn(8, 3, 3, 3, generator=g), "bn.running_var": torch.rand(8, generator=g)}
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    return path
+
+
 def summarize(classes: list[str]) -> dict[str, int]:
     return dict(Counter(c if not c.startswith("fault") else c[:200] for c in classes).most_common())
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("reader", choices=["model"])
+    ap.add_argument("reader", choices=["model", "paddle", "params"])
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--seed", type=int, nargs="+", default=[7])
     args = ap.parse_args(argv)
     classes = []
     with tempfile.TemporaryDirectory(prefix="iabn_fuzz_") as tmp:
         for seed in args.seed:
-            jobs = model_jobs(Path(tmp), args.count, seed)
-            for result in model_results(jobs):
-                cls = judge_model(result.outcome)
+            if args.reader == "model":
+                judged = [
+                    (r.what, judge_model(r.outcome)) for r in model_results(model_jobs(Path(tmp), args.count, seed))
+                ]
+            elif args.reader == "paddle":
+                judged = load_classes(paddle_jobs(Path(tmp), args.count, seed))
+            else:
+                judged = load_classes(params_jobs(Path(tmp), args.count, seed, small_torch_checkpoint(Path(tmp))))
+            for k, (what, cls) in enumerate(judged):
                 classes.append(cls)
                 if cls.startswith("fault"):
-                    print(f"seed {seed} #{result.id} ({result.what}): {cls}", flush=True)
+                    print(f"seed {seed} #{k} ({what}): {cls}", flush=True)
     print(json.dumps(summarize(classes), indent=1))
     return int(any(c.startswith("fault") for c in classes))
 

@@ -136,7 +136,9 @@ def read_parameters(saved: SavedModel, program: ProgramDesc) -> dict[str, object
     for name, array in arrays.items():
         dims = block.vars[name].dims
         if dims and all(d >= 0 for d in dims) and list(array.shape) != dims:
-            raise CheckpointError(f"variable {name!r} in {source}: shape {list(array.shape)}, the program says {dims}")
+            raise CheckpointError(
+                f"variable {name!r} in {source}: shape {list(array.shape)}, the program ({saved.program}) says {dims}"
+            )
     return arrays  # type: ignore[return-value]
 
 
