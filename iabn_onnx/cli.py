@@ -3,9 +3,10 @@
 Exit codes: 0 success; 1 the model was rejected (an invalid InplaceABN node, a
 failed ``--verify``, a model onnxruntime cannot run, an export whose output differs
 from the model's); 2 usage, file or input errors (bad arguments, a missing or
-unreadable file, an unwritable output, inputs that do not fit the model, model code
-that cannot be imported, a checkpoint that does not load). Every failure is one line
-on stderr; nothing is written on failure.
+unreadable file, an output that exists without ``--force`` or whose folder does not
+exist, inputs that do not fit the model, model code that cannot be imported, a
+checkpoint that does not load). Every failure is one line on stderr; nothing is
+written on failure.
 
 This module imports only the standard library: the subcommands live in
 ``cli_commands.py``, imported when one runs, so ``--help`` and ``--version`` are fast.
@@ -14,6 +15,7 @@ This module imports only the standard library: the subcommands live in
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -82,20 +84,22 @@ def _at_least_one(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="iabn-onnx", description="InplaceABN for ONNX and onnxruntime.")
+    p = _Parser(prog="iabn-onnx", description="InplaceABN for ONNX and onnxruntime.", allow_abbrev=False)
     p.add_argument("--version", action=_Version, help="print the versions of iabn-onnx and its runtime, then exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = functools.partial(sub.add_parser, allow_abbrev=False)  # --out is not --output
+    force_help = "overwrite an existing output file (without it, an existing file is refused and kept)"
     batch_help = "size given to symbolic (batch) dimensions of random inputs (default: %(default)s)"
     repeat_help = "timed runs; the median is reported (default: %(default)s)"
     keep_help = "leave invalid InplaceABN nodes as they are instead of rejecting the model"
 
-    d = sub.add_parser("demo", help="build a small InplaceABN conv net, run, time and fold it")
+    d = parser("demo", help="build a small InplaceABN conv net, run, time and fold it")
     d.add_argument("--model", help="run this model (e.g. models/convnet_elu.onnx) instead of the built-in net")
     d.add_argument("--batch", type=_at_least_one, default=8, help=batch_help)
     d.add_argument("--repeat", type=_at_least_one, default=50, help=repeat_help)
     d.set_defaults(func="cmd_demo")
 
-    r = sub.add_parser("run", help="run a model on .npy/.npz inputs or random inputs and summarize the outputs")
+    r = parser("run", help="run a model on .npy/.npz inputs or random inputs and summarize the outputs")
     r.add_argument("model", help="the ONNX model file")
     r.add_argument(
         "--inputs", nargs="+", metavar="FILE", help=".npz files (arrays by input name) or .npy files (in input order)"
@@ -103,13 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=_at_least_one, default=1, help=batch_help)
     r.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
     r.add_argument("--save", metavar="FILE", help="write the outputs to this .npz file (.npz is appended if missing)")
+    r.add_argument("--force", action="store_true", help=force_help)
     r.set_defaults(func="cmd_run")
 
-    c = sub.add_parser("check", help="validate a model: InplaceABN nodes, onnx.checker, what would fold")
+    c = parser("check", help="validate a model: InplaceABN nodes, onnx.checker, what would fold")
     c.add_argument("model", help="the ONNX model file")
     c.set_defaults(func="cmd_check")
 
-    f = sub.add_parser("fold", help="fold frozen InplaceABN nodes into standard ops")
+    f = parser("fold", help="fold frozen InplaceABN nodes into standard ops")
     f.add_argument("model", help="the ONNX model file")
     f.add_argument("-o", "--output", required=True, help="where to write the folded model")
     f.add_argument(
@@ -118,14 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare both models on random inputs before writing; exit 1 if they differ",
     )
     f.add_argument("--batch", type=_at_least_one, default=1, help="batch size for --verify (default: %(default)s)")
-    f.add_argument("--force", action="store_true", help="allow overwriting the input file")
+    f.add_argument("--force", action="store_true", help=force_help)
     f.add_argument("--keep-invalid", action="store_true", help=keep_help)
     f.set_defaults(func="cmd_fold")
 
-    v = sub.add_parser("convert", help="BatchNormalization (+LeakyRelu/Elu) -> InplaceABN")
+    v = parser("convert", help="BatchNormalization (+LeakyRelu/Elu) -> InplaceABN")
     v.add_argument("model", help="the ONNX model file")
     v.add_argument("-o", "--output", required=True, help="where to write the converted model")
-    v.add_argument("--force", action="store_true", help="allow overwriting the input file")
+    v.add_argument("--force", action="store_true", help=force_help)
     v.add_argument(
         "--no-function",
         action="store_true",
@@ -134,14 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep-invalid", action="store_true", help=keep_help)
     v.set_defaults(func="cmd_convert")
 
-    b = sub.add_parser("bench", help="time a model: plugin vs folded vs an optional baseline")
+    b = parser("bench", help="time a model: plugin vs folded vs an optional baseline")
     b.add_argument("model", help="the ONNX model file")
     b.add_argument("--baseline", metavar="MODEL", help="another ONNX model to time on the same inputs")
     b.add_argument("--batch", type=_at_least_one, default=1, help=batch_help)
     b.add_argument("--repeat", type=_at_least_one, default=50, help=repeat_help)
     b.set_defaults(func="cmd_bench")
 
-    t = sub.add_parser(
+    t = parser(
         "export-torch",
         help="build a PyTorch model from its code and checkpoint and export it to ONNX",
         description="Import MODULE:CALLABLE (the working directory is on sys.path) with the InplaceABN fallback "
@@ -180,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dynamic-batch", action="store_true", help="export with a symbolic batch dimension")
     t.add_argument("-o", "--output", required=True, help="where to write the ONNX model")
     t.add_argument("--fold", action="store_true", help="fold the InplaceABN nodes into standard ops before writing")
-    t.add_argument("--force", action="store_true", help="allow overwriting an existing output file")
+    t.add_argument("--force", action="store_true", help=force_help)
     t.set_defaults(func="cmd_export_torch")
 
-    pd = sub.add_parser(
+    pd = parser(
         "export-paddle",
         help="convert a Paddle saved inference model with inplace_abn ops to ONNX",
         description="Read what save_inference_model wrote (a 2.x prefix such as infer/model, a __model__ or "
@@ -197,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("-o", "--output", required=True, help="where to write the ONNX model")
     pd.add_argument("--fold", action="store_true", help="fold the InplaceABN nodes into standard ops before writing")
     pd.add_argument("--no-function", action="store_true", help="do not embed the InplaceABN function")
-    pd.add_argument("--force", action="store_true", help="allow overwriting an existing output file")
+    pd.add_argument("--force", action="store_true", help=force_help)
     pd.set_defaults(func="cmd_export_paddle")
     return p
 

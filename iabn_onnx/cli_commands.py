@@ -48,20 +48,24 @@ def _load_file(path: str) -> tuple[onnx.ModelProto, bool]:
         raise CliError(str(exc), EXIT_USAGE) from None
 
 
-def _check_output_path(out: str, overwrite_ok: bool, source: str | None) -> Path:
+def _check_output_path(out: str, force: bool) -> Path:
+    """The one rule of every command that writes a file: the folder must exist (it is not created),
+    and an existing file is replaced only with ``--force``."""
     target = Path(out)
     if target.is_dir():
         raise CliError(f"output {out} is a directory; name a file", EXIT_USAGE)
-    if source is not None and target.exists() and target.resolve() == Path(source).resolve() and not overwrite_ok:
-        raise CliError(f"refusing to overwrite the input {out} (pass --force)", EXIT_USAGE)
+    folder = target.parent
+    if not folder.is_dir():
+        raise CliError(f"cannot write {out}: no such folder {folder}", EXIT_USAGE)
+    if target.exists() and not force:
+        raise CliError(f"{out} exists (pass --force to overwrite it)", EXIT_USAGE)
     return target
 
 
 def _save_atomic(
     model: onnx.ModelProto,
     out: str,
-    overwrite_ok: bool,
-    source: str | None = None,
+    force: bool,
     external_source: bool = False,
     before_commit: Callable[[], None] | None = None,
 ) -> None:
@@ -71,9 +75,8 @@ def _save_atomic(
     Tensors go to ``OUT.data`` (external data) when the model is too big for one message or the
     input kept its tensors in external data.
     """
-    target = _check_output_path(out, overwrite_ok, source)
+    target = _check_output_path(out, force)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
@@ -259,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     save = None
     if args.save:
         save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # np.savez appends it
-        _check_output_path(save, False, None)
+        _check_output_path(save, args.force)
     try:
         sess = InferenceSession(args.model)  # from the path: the session reads the file without its weights
     except (FileNotFoundError, ModelLoadError) as exc:
@@ -309,7 +312,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
     from .passes.fold import fold_with_report
 
     model, external = _load_file(args.model)  # no progress line before: a bad file gets exactly one error line
-    _check_output_path(args.output, args.force, args.model)
+    _check_output_path(args.output, args.force)
     _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB)")
     _progress(f"folding {sum(is_inplace_abn(n) for n in model.graph.node)} InplaceABN node(s)")
     t0 = time.perf_counter()
@@ -322,7 +325,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
             verify_lines.extend(_verify(model, folded, args.batch))
 
     _progress(f"writing {args.output}" + (" after verifying" if args.verify else ""))
-    _save_atomic(folded, args.output, args.force, args.model, external, before_commit=verify)
+    _save_atomic(folded, args.output, args.force, external, before_commit=verify)
     for line in [*report.lines(), *verify_lines]:
         print(line)
     print(f"size: {model.ByteSize()} -> {folded.ByteSize()} bytes; folded in {elapsed * 1e3:.1f} ms")
@@ -366,13 +369,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .passes.convert import convert_with_report
 
     model, external = _load_file(args.model)
-    _check_output_path(args.output, args.force, args.model)
+    _check_output_path(args.output, args.force)
     _progress(f"loaded {args.model} ({model.ByteSize() / 2**20:.1f} MB); converting")
     converted, report = convert_with_report(
         model, function_fallback=not args.no_function, keep_invalid=args.keep_invalid
     )
     _progress(f"writing {args.output}")
-    _save_atomic(converted, args.output, args.force, source=args.model, external_source=external)
+    _save_atomic(converted, args.output, args.force, external_source=external)
     for line in report.lines():
         print(line)
     print(f"wrote {args.output}")
@@ -564,9 +567,7 @@ def _compare(expected: np.ndarray, got: np.ndarray, what: str) -> str:
 
 
 def cmd_export_torch(args: argparse.Namespace) -> int:
-    _check_output_path(args.output, True, None)
-    if os.path.exists(args.output) and not args.force:
-        raise CliError(f"{args.output} exists (pass --force to overwrite it)", EXIT_USAGE)
+    _check_output_path(args.output, args.force)
     try:
         import torch
     except ImportError:
@@ -634,7 +635,7 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
         lines.append(
             f"verify (folded, plain onnxruntime): max rel diff {_compare(expected.numpy(), got, 'verify (folded)')}"
         )
-    _save_atomic(proto, args.output, True)
+    _save_atomic(proto, args.output, args.force)
     for line in lines:
         print(line)
     print(f"wrote {args.output}")
@@ -647,9 +648,7 @@ def cmd_export_paddle(args: argparse.Namespace) -> int:
     from .fluid.checkpoint import CheckpointError
     from .fluid.program_desc import ProgramError
 
-    _check_output_path(args.output, True, None)
-    if os.path.exists(args.output) and not args.force:
-        raise CliError(f"{args.output} exists (pass --force to overwrite it)", EXIT_USAGE)
+    _check_output_path(args.output, args.force)
     _progress(f"converting {args.model}")
     try:
         model = export_paddle(args.model, args.params, function_fallback=not args.no_function)
@@ -662,7 +661,7 @@ def cmd_export_paddle(args: argparse.Namespace) -> int:
 
         model, report = fold_with_report(model)
         lines.extend(report.lines())
-    _save_atomic(model, args.output, True)
+    _save_atomic(model, args.output, args.force)
     for line in lines:
         print(line)
     print(f"wrote {args.output}")

@@ -1,5 +1,4 @@
-"""Fresh value and node names, importable without onnx (``graph.py`` re-exports ``fresh_name``; the
-session's wire-level lowering names its nodes with it too)."""
+"""Fresh value and node names, importable without onnx (``graph.py`` re-exports ``fresh_name``)."""
 
 from __future__ import annotations
 

@@ -50,3 +50,24 @@ def test_dataclass_defaults_are_the_opschema_defaults():
         declared = declared.decode() if isinstance(declared, bytes) else declared
         expected = float(np.float32(value)) if isinstance(value, float) else value
         assert declared == expected, name
+
+
+def test_enum_numbers_are_onnx_own():
+    """``op/onnx_enums.py`` restates ONNX's enum numbers so the schema imports without onnx."""
+    from onnx import AttributeProto, TensorProto
+
+    from iabn_onnx.op import onnx_enums
+
+    assert (onnx_enums.FLOAT, onnx_enums.FLOAT16, onnx_enums.DOUBLE) == (
+        TensorProto.FLOAT,
+        TensorProto.FLOAT16,
+        TensorProto.DOUBLE,
+    )
+    assert onnx_enums.EXTERNAL == TensorProto.EXTERNAL
+    for code, name in onnx_enums.ATTRIBUTE_TYPES.items():
+        assert AttributeProto.AttributeType.Value(name) == code
+    kinds = (onnx_enums.ATTR_FLOAT, onnx_enums.ATTR_INT, onnx_enums.ATTR_STRING, onnx_enums.ATTR_GRAPH)
+    A = AttributeProto
+    assert (*kinds, onnx_enums.ATTR_GRAPHS) == (A.FLOAT, A.INT, A.STRING, A.GRAPH, A.GRAPHS)
+    assert onnx_enums.dtype_name(TensorProto.INT64) == "int64"
+    assert onnx_enums.dtype_name(TensorProto.FLOAT16) == "float16"

@@ -1,7 +1,7 @@
-"""ONNX's enum numbers that the operator's rules name, as plain ints, so that those rules run without onnx
-imported (a file's first session lowers its nodes that way: ``runtime/wire_lowering.py``).
+"""ONNX's enum numbers that the operator's rules name, as plain ints, so that the schema and the route
+rules import without onnx (a cached session sets itself up without it).
 
-The numbers are fixed by onnx.proto and never change between onnx versions; ``tests/test_wire_lowering.py``
+The numbers are fixed by onnx.proto and never change between onnx versions; ``tests/test_schema.py``
 checks every one against the installed onnx.
 """
 

@@ -168,7 +168,7 @@ class InplaceABNAttrs:
         cls, attributes: Iterable[tuple[str, int, Any]], node: str, value_of: Callable[[Any], object] = lambda v: v
     ) -> InplaceABNAttrs:
         """Parse and validate ``(name, AttributeProto type, raw)`` triples, ``value_of(raw)`` giving the value
-        (a NodeProto's attributes, or the wire-level reader's); raise InplaceABNError naming ``node``."""
+        (a NodeProto's attributes, or a cache entry's); raise InplaceABNError naming ``node``."""
         values: dict[str, object] = {}
         for attr_name, attr_type, raw in attributes:
             spec = _ATTR_SPECS.get(attr_name)

@@ -53,16 +53,11 @@ def check(attrs: InplaceABNAttrs, dtype: int | None, constant_scale: np.ndarray 
     return None
 
 
-def rewrite(
-    node: NodeProto, attrs: InplaceABNAttrs, fresh: Callable[[str], str], make_node: Callable[..., Any] | None = None
-) -> list[Any]:
-    """The replacement nodes; ``fresh(base)`` gives an unused value or node name. ``make_node``: what builds
-    a node from ``helper.make_node``'s arguments (default ``helper.make_node``; the wire-level lowering
-    passes its own encoder, and ``node`` may then be any object with ``name``, ``input`` and ``output``)."""
-    if make_node is None:
-        from onnx import helper
+def rewrite(node: NodeProto, attrs: InplaceABNAttrs, fresh: Callable[[str], str]) -> list[Any]:
+    """The replacement nodes; ``fresh(base)`` gives an unused value or node name."""
+    from onnx import helper
 
-        make_node = helper.make_node
+    make_node = helper.make_node
     name = node.name or node.output[0]
     op = ACTIVATION_OPS.get(attrs.act)
     z = fresh(f"{node.output[0]}__bn") if op else node.output[0]

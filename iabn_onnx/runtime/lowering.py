@@ -29,10 +29,6 @@ index (``passes.graph_index``) per graph:
 Producer folds and the Conv-fed BatchNormalization route apply to the main graph; nodes in
 subgraphs take a standard form or the kernel. ``kernel_only`` sends every node to the kernel.
 ``routes`` says, node by node in graph order, which route each took and why.
-
-``wire_lowering.py`` makes this module's changes on a file's bytes, without onnx, for a model whose
-every node takes the BatchNormalization route and on which no graph rule acts (a file's first
-session, in the common case); its tests hold it to this module's output, model by model.
 """
 
 from __future__ import annotations
