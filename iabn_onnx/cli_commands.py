@@ -550,6 +550,41 @@ def _quiet_torch() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _flat_outputs(outputs: object) -> tuple[list[str], list[np.ndarray]]:
+    """The model's outputs as ONNX names them, flattened as ``torch.onnx.export`` flattens them (pytree
+    order: tuple and list items in order, dict values in insertion order, nested to any depth): one
+    tensor is ``output``; in a structure each leaf is named by its path, ``output.0.1`` or ``output.seg``."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    if isinstance(outputs, torch.Tensor):
+        return ["output"], [outputs.numpy()]
+    leaves, _ = pytree.tree_flatten_with_path(outputs)
+    names, arrays = [], []
+    for path, leaf in leaves:
+        name = "output" + "".join(f".{_key_text(k)}" for k in path)
+        if not isinstance(leaf, torch.Tensor):
+            raise CliError(f"the model's output {name} is a {type(leaf).__name__}, not a tensor", EXIT_REJECTED)
+        names.append(name)
+        arrays.append(leaf.numpy())
+    if not names:
+        raise CliError(f"the model returns {type(outputs).__name__} holding no tensor", EXIT_REJECTED)
+    return names, arrays
+
+
+def _key_text(key: object) -> str:
+    for attr in ("idx", "key", "name"):  # pytree's SequenceKey, MappingKey, GetAttrKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _compare_all(expected: list[np.ndarray], got: list[np.ndarray], names: list[str], what: str) -> str:
+    """Each output against the model's own, naming the first that differs; the largest difference."""
+    diffs = [_compare(e, g, f"{what}: {name}" if len(names) > 1 else what) for e, g, name in zip(expected, got, names)]
+    return max(diffs, key=float)
+
+
 def _compare(expected: np.ndarray, got: np.ndarray, what: str) -> str:
     a64, b64 = np.asarray(expected, np.float64), np.asarray(got, np.float64)
     if a64.shape != b64.shape:
@@ -602,13 +637,10 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
                 f"{type(exc).__name__}: {_first_line(exc)}",
                 EXIT_USAGE,
             ) from None
-    if not isinstance(expected, torch.Tensor):
-        raise CliError(
-            f"the model returns {type(expected).__name__}; export-torch handles one output tensor", EXIT_REJECTED
-        )
+    names, expected_arrays = _flat_outputs(expected)
     from .exporters.torch_export import export_torch
 
-    kwargs: dict[str, object] = {"input_names": ["input"], "output_names": ["output"]}
+    kwargs: dict[str, object] = {"input_names": ["input"], "output_names": names}
     if args.dynamic_batch:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
     _progress("exporting")
@@ -619,8 +651,10 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
     nodes = sum(is_inplace_abn(n) for n in proto.graph.node)
     feed = {"input": example.numpy()}
     lines = [f"exported {args.target}: {nodes} InplaceABN node(s), {len(proto.graph.node)} nodes in all"]
-    (got,) = InferenceSession(proto).run(None, feed)
-    lines.append(f"verify (session): max rel diff {_compare(expected.numpy(), got, 'verify (session)')}")
+    if len(names) > 1:
+        lines.append(f"{len(names)} outputs: {', '.join(names)}")
+    got = InferenceSession(proto).run(names, feed)
+    lines.append(f"verify (session): max rel diff {_compare_all(expected_arrays, got, names, 'verify (session)')}")
     if args.fold:
         import onnxruntime as ort
 
@@ -631,10 +665,9 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
         if any(is_inplace_abn(n) for n in proto.graph.node) and not proto.functions:
             raise CliError("fold left InplaceABN nodes and the model has no function fallback", EXIT_REJECTED)
         plain = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        (got,) = plain.run(None, feed)
-        lines.append(
-            f"verify (folded, plain onnxruntime): max rel diff {_compare(expected.numpy(), got, 'verify (folded)')}"
-        )
+        got = plain.run(names, feed)
+        diff = _compare_all(expected_arrays, got, names, "verify (folded)")
+        lines.append(f"verify (folded, plain onnxruntime): max rel diff {diff}")
     _save_atomic(proto, args.output, args.force)
     for line in lines:
         print(line)

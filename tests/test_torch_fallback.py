@@ -494,3 +494,90 @@ def test_cli_export_torch_mistakes(tmp_path, args, message):
     proc = cli("export-torch", *args, "--input-shape", "1,3,16,16", "-o", str(tmp_path / "o.onnx"))
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+
+
+# -- TorchScript ------------------------------------------------------------------
+@pytest.mark.parametrize("cls_name", ["ABN", "InPlaceABN", "InPlaceABNSync"])
+@pytest.mark.parametrize("activation,param", [("leaky_relu", 0.02), ("elu", 0.7), ("identity", 0.01)])
+def test_modules_script_and_trace_as_eager(fallback, cls_name, activation, param):
+    """mapillary's ABN scripts; its InPlaceABN neither scripts nor traces. The stand-ins do all three,
+    eval and training alike (the running statistics move as eager's do)."""
+    import warnings
+
+    import inplace_abn
+
+    module = randomize(getattr(inplace_abn, cls_name)(6, eps=1e-3, activation=activation, activation_param=param))
+    for name in ("num_features", "eps", "momentum", "affine", "activation", "activation_param"):
+        assert hasattr(module, name), name  # what user conversion code reads
+    x = torch.from_numpy(rng(3).standard_normal((4, 6, 5, 3)).astype(np.float32))
+    module.eval()
+    w, b = module.weight.detach().numpy(), module.bias.detach().numpy()
+    expected = reference(x, w, b, module.running_mean.numpy(), module.running_var.numpy(), 1e-3, activation, param,
+                         cls_name != "ABN")  # fmt: skip
+    scripted = torch.jit.script(module)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, x)
+        for compiled in (scripted, traced):
+            assert_close(compiled(x).numpy(), expected)
+    twin = randomize(getattr(inplace_abn, cls_name)(6, eps=1e-3, activation=activation, activation_param=param))
+    scripted_twin = torch.jit.script(twin)
+    module.train()
+    scripted_twin.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert_close(scripted_twin(x).detach().numpy(), module(x).detach().numpy())
+    assert_close(scripted_twin.running_var.numpy(), module.running_var.numpy())
+    assert int(scripted_twin.num_batches_tracked) == int(module.num_batches_tracked) == 1
+
+
+def test_tresnet_conversion_then_script_matches_the_inplace_abn_network(fallback):
+    """The original TResNet inference path: ``InplacABN_to_ABN`` (a replica), then ``torch.jit.script``."""
+    import inplace_abn
+
+    from tests.torch_replicas import inplacabn_to_abn
+
+    def block(c_in: int, c_out: int, act: str, param: float) -> torch.nn.Module:
+        conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        return torch.nn.Sequential(conv, inplace_abn.InPlaceABN(c_out, activation=act, activation_param=param))
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(block(3, 8, "leaky_relu", 1e-3), block(8, 8, "identity", 0.01), block(8, 4, "elu", 1.0))
+    net = randomize(net).eval()
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(x).numpy()
+        converted = inplacabn_to_abn(net, inplace_abn.ABN, inplace_abn.InPlaceABN)
+        assert not any(isinstance(m, inplace_abn.InPlaceABN) for m in converted.modules())
+        scripted = torch.jit.script(converted)
+        assert_close(scripted(x).numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    "as_dict,names",
+    [
+        (False, ["output.0.0", "output.0.1", "output.1.0"]),
+        (True, ["output.seg", "output.aux.fusion", "output.aux.edge"]),
+    ],
+)
+def test_cli_export_torch_nested_outputs(fallback, tmp_path, as_dict, names):
+    """Nested lists (the human-parsing network's [[parsing, fusion], [edge]]) and dicts: every output is
+    exported under its path's name, in torch.onnx.export's order, and verified."""
+    import tiny_models
+
+    torch.manual_seed(0)
+    net = randomize(tiny_models.two_head_parsing(as_dict=as_dict)).eval()
+    checkpoint = tmp_path / "heads.pth"
+    torch.save({"state_dict": net.state_dict()}, checkpoint)
+    out = tmp_path / "heads.onnx"
+    args = ["--checkpoint", str(checkpoint), "--input-shape", "1,3,12,12", "-o", str(out), "--fold"]
+    proc = cli("export-torch", "tiny_models:two_head_parsing", "--kwarg", f"as_dict={as_dict}", *args, cwd=MAPILLARY_1X)
+    assert proc.returncode == 0, proc.stderr
+    assert f"3 outputs: {', '.join(names)}" in proc.stdout
+    assert proc.stdout.count("max rel diff") == 2  # the session's and the folded model's verification
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == names
+    x = rng(2).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    with torch.no_grad():
+        leaves = torch.utils._pytree.tree_leaves(net(torch.from_numpy(x)))
+    for got, want in zip(session.run(None, {"input": x}), leaves):
+        assert_close(got, want.numpy())

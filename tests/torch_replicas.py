@@ -203,3 +203,25 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
                 if getattr(m, "bias", None) is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
     return module
+
+
+def inplacabn_to_abn(module: nn.Module, abn_cls: type, inplace_abn_cls: type) -> nn.Module:
+    """The original TResNet repository's ``InplacABN_to_ABN`` (Alibaba-MIIL/TResNet,
+    ``src/models/tresnet/tresnet.py``), which its inference script runs before ``torch.jit.script``:
+    each InPlaceABN becomes ``ABN(num_features, activation=..., activation_param=...)`` with the state
+    copied and ``weight = |w| + eps``. The two classes are passed in (the repository imports them
+    from ``inplace_abn``)."""
+    if isinstance(module, inplace_abn_cls):
+        module_new = abn_cls(
+            module.num_features, activation=module.activation, activation_param=module.activation_param
+        )
+        for key in module.state_dict():
+            module_new.state_dict()[key].copy_(module.state_dict()[key])
+        module_new.training = module.training
+        module_new.weight.data = module_new.weight.abs() + module_new.eps
+        return module_new
+    for name, child in reversed(module._modules.items()):
+        new_child = inplacabn_to_abn(child, abn_cls, inplace_abn_cls)
+        if new_child != child:
+            module._modules[name] = new_child
+    return module

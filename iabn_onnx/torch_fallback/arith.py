@@ -11,12 +11,13 @@ From mapillary's published CPU code (``src/inplace_abn_cpu.cpp`` in 1.x,
   ``s = 1`` without weight; then leaky_relu(slope), elu(alpha) or identity.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+# No ``from __future__ import annotations`` here, and typing's Optional: every function below
+# compiles with torch.jit.script, so that the stand-in modules script as mapillary's ABN does.
 
 ACTIVATIONS = ("identity", "leaky_relu", "elu")
 
@@ -27,11 +28,14 @@ def channel_shape(x: torch.Tensor) -> list[int]:
 
 
 def reduce_dims(x: torch.Tensor) -> list[int]:
-    return [0, *range(2, x.dim())]
+    dims = [0]
+    for d in range(2, x.dim()):
+        dims.append(d)
+    return dims
 
 
 def samples_per_channel(x: torch.Tensor) -> int:
-    return x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
+    return x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] > 0 else 0
 
 
 def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,16 +46,23 @@ def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
-@torch.no_grad()
-def update_running(running_mean: Any, running_var: Any, mean: Any, var: Any, count: int, momentum: float) -> None:
+def update_running(
+    running_mean: Optional[torch.Tensor],
+    running_var: Optional[torch.Tensor],
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    count: int,
+    momentum: float,
+) -> None:
     """PyTorch momentum with the unbiased batch variance, in place."""
-    if running_mean is not None:
-        running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
-    if running_var is not None:
-        running_var.mul_(1 - momentum).add_(momentum * var.detach() * (count / max(count - 1, 1)))
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+        if running_var is not None:
+            running_var.mul_(1 - momentum).add_(momentum * var.detach() * (count / max(count - 1, 1)))
 
 
-def effective_scale(weight: Any, eps: float, abs_scale: bool = True) -> Any:
+def effective_scale(weight: Optional[torch.Tensor], eps: float, abs_scale: bool = True) -> Optional[torch.Tensor]:
     """What multiplies the normalized input: |w| + eps (InPlaceABN), w (ABN), None without weight."""
     if weight is None:
         return None
@@ -65,15 +76,15 @@ def activate(y: torch.Tensor, activation: str, param: float) -> torch.Tensor:
         return F.elu(y, param)
     if activation == "identity":
         return y
-    raise ValueError(f"Unknown activation function {activation}")
+    raise ValueError("Unknown activation function " + activation)
 
 
 def inplace_abn_forward(
     x: torch.Tensor,
-    weight: Any,
-    bias: Any,
-    running_mean: Any,
-    running_var: Any,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    running_mean: Optional[torch.Tensor],
+    running_var: Optional[torch.Tensor],
     training: bool,
     momentum: float,
     eps: float,
@@ -81,13 +92,15 @@ def inplace_abn_forward(
     activation_param: float,
 ) -> torch.Tensor:
     """mapillary 1.x ``inplace_abn`` (scale |w| + eps), differentiable, not in place."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"Unknown activation function {activation}")
+    if activation != "identity" and activation != "leaky_relu" and activation != "elu":  # ACTIVATIONS
+        raise ValueError("Unknown activation function " + activation)
     if training:
         mean, var = batch_statistics(x)
         if running_mean is not None and running_var is not None:
             update_running(running_mean, running_var, mean, var, samples_per_channel(x), momentum)
     else:
+        if running_mean is None or running_var is None:
+            raise ValueError("inplace_abn in eval mode needs running_mean and running_var")
         mean, var = running_mean, running_var
     shape = channel_shape(x)
     inv_std = torch.rsqrt(var + eps)

@@ -39,3 +39,29 @@ class TinyResNet(nn.Module):
 
 def tiny_resnet(**kwargs):
     return TinyResNet(**kwargs)
+
+
+class TwoHeadParsing(nn.Module):
+    """Outputs shaped as the human-parsing network's (AugmentCE2P in Self-Correction-Human-Parsing returns
+    ``[[parsing, fusion], [edge]]``), or as a dict of heads, as detection and multi-task networks return."""
+
+    def __init__(self, num_classes=4, width=8, as_dict=False):
+        super().__init__()
+        self.as_dict = as_dict
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), InPlaceABNSync(width))
+        self.parsing = nn.Conv2d(width, num_classes, 1)
+        self.fusion = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), InPlaceABN(width),
+                                    nn.Conv2d(width, num_classes, 1))  # fmt: skip
+        self.edge = nn.Sequential(nn.Conv2d(width, width, 1, bias=False), InPlaceABN(width, activation="identity"),
+                                  nn.Conv2d(width, 2, 1))  # fmt: skip
+
+    def forward(self, x):
+        x = self.stem(x)
+        parsing, fusion, edge = self.parsing(x), self.fusion(x), self.edge(x)
+        if self.as_dict:
+            return {"seg": parsing, "aux": {"fusion": fusion, "edge": edge}}
+        return [[parsing, fusion], [edge]]
+
+
+def two_head_parsing(**kwargs):
+    return TwoHeadParsing(**kwargs)

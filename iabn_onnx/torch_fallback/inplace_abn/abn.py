@@ -5,9 +5,7 @@ Constructor signatures, attributes, parameters and buffers (``weight``, ``bias``
 and the momentum/training rules are mapillary 1.x's (``inplace_abn/abn.py``).
 """
 
-from __future__ import annotations
-
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn as nn
@@ -15,12 +13,18 @@ import torch.nn.functional as functional
 
 from .functions import inplace_abn, inplace_abn_sync
 
+# No ``from __future__ import annotations`` here, and typing's Optional: the modules compile with
+# torch.jit.script (mapillary's ABN does; the TResNet repository scripts its converted network).
+
 
 class ABN(nn.Module):
     """Activated Batch Normalization: ``F.batch_norm`` (scale ``weight``) then the activation
     (relu, leaky_relu, elu or identity)."""
 
     _version = 2
+    running_mean: Optional[torch.Tensor]
+    running_var: Optional[torch.Tensor]
+    num_batches_tracked: Optional[torch.Tensor]
     __constants__: ClassVar[list[str]] = [
         "track_running_stats",
         "momentum",
@@ -34,7 +38,7 @@ class ABN(nn.Module):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float | None = 0.1,
+        momentum: Optional[float] = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         activation: str = "leaky_relu",
@@ -65,7 +69,7 @@ class ABN(nn.Module):
         self.reset_parameters()
 
     def reset_running_stats(self) -> None:
-        if self.track_running_stats:
+        if self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None:
             self.running_mean.zero_()
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
@@ -78,22 +82,16 @@ class ABN(nn.Module):
 
     def _get_momentum_and_training(self) -> tuple[float, bool]:
         momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked = self.num_batches_tracked + 1
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        tracked = self.num_batches_tracked
+        if self.training and self.track_running_stats and tracked is not None:
+            tracked.add_(1)  # in place, as mapillary's ``+= 1`` on the buffer
+            momentum = 1.0 / float(tracked.item()) if self.momentum is None else momentum
         training = True if self.training else (self.running_mean is None and self.running_var is None)
         return momentum, training
 
-    def _get_running_stats(self) -> tuple[Any, Any]:
+    def _get_running_stats(self) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         keep = not self.training or self.track_running_stats
         return (self.running_mean if keep else None), (self.running_var if keep else None)
-
-    def _functional_args(self) -> tuple[Any, ...]:
-        """The arguments after ``x`` of mapillary's ``inplace_abn`` / ``inplace_abn_sync`` for this step."""
-        momentum, training = self._get_momentum_and_training()
-        running_mean, running_var = self._get_running_stats()
-        return (self.weight, self.bias, running_mean, running_var, training, momentum, self.eps, self.activation,
-                self.activation_param)  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         momentum, training = self._get_momentum_and_training()
@@ -107,7 +105,7 @@ class ABN(nn.Module):
             return functional.elu(x, alpha=self.activation_param)
         if self.activation == "identity":
             return x
-        raise RuntimeError(f"Unknown activation function {self.activation}")
+        raise RuntimeError("Unknown activation function " + self.activation)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -136,7 +134,7 @@ class InPlaceABN(ABN):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float | None = 0.1,
+        momentum: Optional[float] = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         activation: str = "leaky_relu",
@@ -145,7 +143,10 @@ class InPlaceABN(ABN):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, activation, activation_param)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return inplace_abn(x, *self._functional_args())
+        momentum, training = self._get_momentum_and_training()
+        running_mean, running_var = self._get_running_stats()
+        return inplace_abn(x, self.weight, self.bias, running_mean, running_var, training, momentum, self.eps,
+                           self.activation, self.activation_param)  # fmt: skip
 
 
 class InPlaceABNSync(ABN):
@@ -156,7 +157,7 @@ class InPlaceABNSync(ABN):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float | None = 0.1,
+        momentum: Optional[float] = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         activation: str = "leaky_relu",
@@ -170,7 +171,13 @@ class InPlaceABNSync(ABN):
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return inplace_abn_sync(x, *self._functional_args(), self.group)
+        momentum, training = self._get_momentum_and_training()
+        running_mean, running_var = self._get_running_stats()
+        if torch.jit.is_scripting():  # one process: what inplace_abn_sync computes without a process group
+            return inplace_abn(x, self.weight, self.bias, running_mean, running_var, training, momentum, self.eps,
+                               self.activation, self.activation_param)  # fmt: skip
+        return inplace_abn_sync(x, self.weight, self.bias, running_mean, running_var, training, momentum, self.eps,
+                                self.activation, self.activation_param, self.group)  # fmt: skip
 
 
 __all__ = ["ABN", "InPlaceABN", "InPlaceABNSync"]

@@ -4,30 +4,31 @@ Unlike the compiled original these return a new tensor instead of overwriting ``
 use the return value either way. Gradients come from autograd.
 """
 
-from __future__ import annotations
-
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from iabn_onnx.torch_fallback.arith import inplace_abn_forward, samples_per_channel
 
+# inplace_abn compiles with torch.jit.script (the scripted modules call it): typing's Optional, no
+# ``from __future__ import annotations``.
+
 
 def _check_samples(name: str, x: torch.Tensor, training: bool) -> None:
     if training and samples_per_channel(x) <= 1:
         raise ValueError(
-            f"{name} is trying to compute batch statistics, but the input tensor only contains a single sample "
+            name + " is trying to compute batch statistics, but the input tensor only contains a single sample "
             "per channel"
         )
 
 
 def inplace_abn(
     x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    running_mean: Optional[torch.Tensor],
+    running_var: Optional[torch.Tensor],
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-05,
@@ -43,10 +44,10 @@ def inplace_abn(
 
 def inplace_abn_sync(
     x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    running_mean: Optional[torch.Tensor],
+    running_var: Optional[torch.Tensor],
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-05,
