@@ -41,6 +41,9 @@ def _write(tmp: Path) -> None:
     np.savez(tmp / "wrong_key.npz", Z=x)
     np.save(tmp / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (tmp / "a_file").write_text("")
+    (tmp / "kept.onnx").write_text("a user's file, not to be replaced\n")
+    (tmp / "kept.npz").write_text("a user's file, not to be replaced\n")
+    (tmp / "notes.txt").write_text("not an ONNX model at all, just some notes\n")
     onnx.save(MODEL_CASES["unknown_act"][0](), tmp / "bad.onnx")
 
 
@@ -73,6 +76,42 @@ MISTAKES = [
     ("unknown-command", ["frobnicate"], 2, "invalid choice"),
     ("no-command", [], 2, "required"),
     ("fold-unknown-option", ["fold", M, "-o", "out.onnx", "--fast"], 2, "unrecognized arguments"),
+    # one rule for every command that writes a file: an existing file is kept without --force, and a
+    # missing folder is not created
+    ("fold-output-exists", ["fold", M, "-o", "kept.onnx"], 2, "kept.onnx exists (pass --force"),
+    ("convert-output-exists", ["convert", M, "-o", "kept.onnx"], 2, "kept.onnx exists (pass --force"),
+    ("fold-overwrites-its-input", ["fold", "bad.onnx", "-o", "bad.onnx"], 2, "bad.onnx exists (pass --force"),
+    ("run-save-exists", ["run", M, "--save", "kept.npz"], 2, "kept.npz exists (pass --force"),
+    ("fold-output-folder-missing", ["fold", M, "-o", "no/such/dir/out.onnx"], 2, "no such folder no/such/dir"),
+    ("convert-output-folder-missing", ["convert", M, "-o", "nodir/out.onnx"], 2, "no such folder nodir"),
+    # no option prefixes: --out is not --output, --input is not --inputs
+    ("fold-option-prefix", ["fold", M, "--out", "out.onnx"], 2, "--out"),
+    ("run-option-prefix", ["run", M, "--input", "x.npy"], 2, "--input"),
+    # an unreadable model file: one wording, whichever command reads it
+    (
+        "run-not-a-model",
+        ["run", "notes.txt"],
+        2,
+        "notes.txt: not a valid ONNX model: the protobuf wire format is corrupt",
+    ),
+    (
+        "check-not-a-model",
+        ["check", "notes.txt"],
+        2,
+        "notes.txt: not a valid ONNX model: the protobuf wire format is corrupt",
+    ),
+    (
+        "fold-not-a-model",
+        ["fold", "notes.txt", "-o", "o.onnx"],
+        2,
+        "notes.txt: not a valid ONNX model: the protobuf wire format is corrupt",
+    ),
+    (
+        "convert-not-a-model",
+        ["convert", "notes.txt", "-o", "o.onnx"],
+        2,
+        "notes.txt: not a valid ONNX model: the protobuf wire format is corrupt",
+    ),
 ]
 
 
@@ -88,6 +127,7 @@ def test_mistake_gives_one_line_and_writes_nothing(args, code, says, model_path,
     assert says in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "kept.onnx").read_text() == "a user's file, not to be replaced\n"
 
 
 def test_mistakes_matrix_is_large_enough():

@@ -285,8 +285,12 @@ def export_paddle(
 
     Raises FileNotFoundError, ``ProgramError`` (not a program, truncated), ``CheckpointError`` (a
     missing, truncated or mismatched parameter, named), ``PaddleExportError`` (an op that cannot be
-    exported, or paddle2onnx's failure; the host process is never at risk).
+    exported, or paddle2onnx's failure; the host process is never at risk). Without paddle2onnx,
+    ImportError with the line that installs it.
     """
+    from ..extras import require
+
+    require("export_paddle", "paddle")
     register_schema()
     saved = locate(model_path, params_path)
     program = read_program(saved.program)

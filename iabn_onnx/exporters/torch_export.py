@@ -57,10 +57,11 @@ from .torch_modules import (
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("export_torch needs PyTorch: pip install 'iabn-onnx[torch]'") from exc
+    from ..extras import require
+
+    require("export_torch", "torch")
+    import torch
+
     return torch
 
 

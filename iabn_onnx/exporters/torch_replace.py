@@ -126,6 +126,9 @@ def replace_with_batchnorm(
     not work in place, and an ``InPlaceABNSync`` becomes an unsynchronized BatchNorm. Running
     statistics update the same way (PyTorch momentum, unbiased variance).
     """
+    from ..extras import require
+
+    require("replace_with_batchnorm", "torch", ("torch",))
     if example_inputs is not None and not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     modules = modules or {}

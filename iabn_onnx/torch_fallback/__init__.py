@@ -103,6 +103,9 @@ def install_torch_fallback() -> None:
 
     Call it before the model's code is imported; calling it again does nothing.
     """
+    from ..extras import require
+
+    require("install_torch_fallback", "torch", ("torch",))
     with _lock:
         if _state:
             return
