@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--repeat", type=_at_least_one, default=50, help=repeat_help)
     d.set_defaults(func="cmd_demo")
 
+    e = parser(
+        "examples",
+        help="write the example files the README's commands use into a folder",
+        description="Write small example models (frozen, training-mode, NHWC, BatchNormalization form), a Paddle "
+        "saved program with inplace_abn ops (paddle_cnn/) and PyTorch model code with a checkpoint (tiny_net.py, "
+        "tiny_net.pth; the checkpoint when torch is installed) into FOLDER, created if it does not exist.",
+    )
+    e.add_argument("folder", metavar="FOLDER", help="where to write them (its parent folder must exist)")
+    e.add_argument("--force", action="store_true", help=force_help)
+    e.set_defaults(func="cmd_examples")
+
     r = parser("run", help="run a model on .npy/.npz inputs or random inputs and summarize the outputs")
     r.add_argument("model", help="the ONNX model file")
     r.add_argument(

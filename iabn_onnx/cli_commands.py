@@ -258,6 +258,30 @@ def _input_feed(sess: InferenceSession, paths: Sequence[str]) -> dict[str, np.nd
     return feed
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from .example_files import planned, write_examples
+
+    folder = Path(args.folder)
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"{folder} is not a folder", EXIT_USAGE)
+    if not folder.parent.is_dir():
+        raise CliError(f"cannot write {folder}: no such folder {folder.parent}", EXIT_USAGE)
+    taken = [p for p in planned(folder) if p.exists()]
+    if taken and not args.force:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise CliError(f"{taken[0]}{more} exist (pass --force to overwrite them)", EXIT_USAGE)
+    folder.mkdir(exist_ok=True)
+    try:
+        written = write_examples(folder)
+    except OSError as exc:
+        raise CliError(f"cannot write {folder}: {exc.strerror or exc}", EXIT_USAGE) from None
+    for path in written:
+        print(path)
+    if not any(p.name == "tiny_net.pth" for p in written):
+        print("(no tiny_net.pth: writing the checkpoint needs torch, pip install 'iabn-onnx[torch]')")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     save = None
     if args.save:

@@ -5,6 +5,7 @@ Reference: onnx's ReferenceEvaluator with the float64 numpy InplaceABN.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -54,3 +55,25 @@ def test_committed_model_runs_and_matches_reference(name):
     ):
         for a, e in zip(actual, expected):
             assert_close(a, e, np.float32)
+
+
+def test_examples_command_writes_the_models_the_program_and_the_torch_code(tmp_path):
+    """`iabn-onnx examples DIR` (for a pip install, which has no models/): the same bytes as models/, the
+    Paddle saved program, tiny_net.py and its checkpoint; a second run keeps them unless --force."""
+    import subprocess
+
+    out = tmp_path / "ex"
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "iabn_onnx.cli", "examples", str(out), *a], capture_output=True, text=True, timeout=300
+    )
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    for name in NAMES:
+        assert (out / name).read_bytes() == (MODELS_DIR / name).read_bytes(), name
+    assert (out / "paddle_cnn" / "model.pdmodel").is_file() and (out / "paddle_cnn" / "model.pdiparams").is_file()
+    assert "from inplace_abn import" in (out / "tiny_net.py").read_text()
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert (out / "tiny_net.pth").is_file() == has_torch
+    again = run()
+    assert again.returncode == 2 and "exist (pass --force" in again.stderr
+    assert run("--force").returncode == 0
