@@ -64,9 +64,11 @@ _SUBPACKAGES = {
     "exporters",
     "fluid",
     "graph",
+    "inference",
     "op",
     "passes",
     "runtime",
+    "static",
     "torch_fallback",
 }
 

@@ -204,6 +204,7 @@ class Executor:
         if place is not None and not isinstance(place, CPUPlace):
             raise FluidError(f"iabn_onnx.fluid runs on the CPU only: use fluid.CPUPlace(), not {place!r}")
         self.place = place or CPUPlace()
+        self.intra_op_threads = 0  # onnxruntime's default; iabn_onnx.inference's Config sets it
         self._cache: dict[tuple[int, tuple[str, ...]], tuple[tuple[Any, ...], _Runnable]] = {}
 
     def close(self) -> None:
@@ -242,7 +243,14 @@ class Executor:
                 return runnable
         model, params = self._source(program, fetch)
         model, moving, updates = _with_moving_statistics(model)
-        runnable = _Runnable(InferenceSession(model), _graph_inputs(model, moving), moving, updates, fetch)
+        options = None
+        if self.intra_op_threads:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.intra_op_threads
+        session = InferenceSession(model, options)
+        runnable = _Runnable(session, _graph_inputs(model, moving), moving, updates, fetch)
         self._cache[key] = (self._fingerprint(program, params, moving), runnable)
         return runnable
 
@@ -318,19 +326,28 @@ def load_inference_model(
     ``dirname`` is the folder (1.x: ``__model__`` or ``model_filename`` in it; parameters in
     ``params_filename`` or one file per variable) or a 2.x path prefix (``infer/model``).
     """
-    from ..exporters.paddle_export import export_paddle
-
     base = os.fspath(dirname)
     model_path = os.path.join(base, model_filename) if model_filename else base
     params_path = os.path.join(base, params_filename) if params_filename else None
+    program = load_program(model_path, params_path)
+    return [program, list(program.feed_names), [FetchTarget(name) for name in program.fetch_names]]
+
+
+def load_program(
+    model_path: str | os.PathLike[str], params_path: str | os.PathLike[str] | None = None
+) -> LoadedProgram:
+    """A saved inference model as a program the Executor runs: what ``export_paddle`` reads (a 2.x prefix,
+    a program file or its folder; the combined parameter file, or one file per variable beside it)."""
+    from ..exporters.paddle_export import export_paddle
+
     model = export_paddle(model_path, params_path, function_fallback=False)
     outputs = [o.name for o in model.graph.output if not o.name.endswith(UPDATED)]
     inits = {i.name for i in model.graph.initializer}
     feeds = [i.name for i in model.graph.input if i.name not in inits]
     parameters = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    program = LoadedProgram(model_path, model, feeds, outputs, parameters)
+    program = LoadedProgram(os.fspath(model_path), model, feeds, outputs, parameters)
     _global_scope.register(program.parameters)
-    return [program, list(feeds), [FetchTarget(name) for name in outputs]]
+    return program
 
 
 __all__ = [
@@ -343,4 +360,5 @@ __all__ = [
     "default_startup_program",
     "global_scope",
     "load_inference_model",
+    "load_program",
 ]

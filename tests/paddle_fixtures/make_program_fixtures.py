@@ -21,7 +21,10 @@ Networks (4-8 channels, 6x6 or 8x8, well under 1 MB in all):
 * ``nhwc``: NHWC inplace_abn(leaky_relu 0.1) -> scale, add -> NHWC inplace_abn(elu 1.3) (no conv: paddle2onnx
   1.3.1 mis-converts NHWC conv2d);
 * ``training``: conv -> inplace_abn(leaky_relu 0.2, is_test False) -> conv -> inplace_abn(elu 1.0,
-  is_test False); the reference holds Paddle's output and its moving statistics after one run.
+  is_test False); the reference holds Paddle's output and its moving statistics after one run;
+* ``cnn_batchnorm``: ``cnn`` as Paddle 2.6.2 saved it, before the rewrite (batch_norm + activation ops),
+  which real Paddle runs: the deploy-script tests compare its ``paddle.inference`` and ``paddle.static``
+  outputs with ``iabn_onnx.inference`` and ``iabn_onnx.static`` on ``cnn``.
 """
 
 from __future__ import annotations
@@ -198,6 +201,8 @@ def main() -> None:
         if training:
             for m in moving:
                 reference[f"{name}.{m}.before"], reference[f"{name}.{m}.after"] = before[m], _scope_get(m)
+        if name == "cnn":  # the batch_norm form too: real Paddle runs deploy scripts on it (test_paddle_deploy.py)
+            shutil.copytree(HERE / name, HERE / "cnn_batchnorm")
         program_bytes = rewrite_to_inplace_abn(prefix.with_suffix(".pdmodel").read_bytes(), spellings[name], training)
         prefix.with_suffix(".pdmodel").write_bytes(program_bytes)
         facts[name] = {"inplace_abn_ops": program_bytes.count(b"inplace_abn"), "moving": moving}
