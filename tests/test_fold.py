@@ -10,6 +10,7 @@ import pytest
 import iabn_onnx
 from iabn_onnx import InplaceABNAttrs
 from iabn_onnx.examples import conv_net_model
+from iabn_onnx.op.function import add_function_fallback
 from iabn_onnx.passes.fold import fold, fold_with_report
 from tests.conftest import assert_close, rng
 from tests.fold_cases import producer_model
@@ -152,12 +153,42 @@ def test_producer_not_folded_falls_back_to_batchnormalization(case):
 
 
 @pytest.mark.parametrize("case", ["training_mode", "non_constant_statistics"])
-def test_unfoldable_node_is_left_and_reported(case):
+@pytest.mark.parametrize("kind", ["Conv", "MatMul"])  # NCHW after a Conv; NHWC (channel last) after a MatMul
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_what_no_producer_takes_becomes_standard_ops(case, kind, dtype):
+    """Training mode (batch statistics, the running statistics as extra outputs) and statistics fed at run
+    time: standard ops specialized to the node (standard_form.py), so the folded file has no custom node,
+    no function and no ai.onnx.ml op; checked against the float64 reference, every output."""
+    from iabn_onnx.op.reference import reference_evaluator
+
+    if kind == "Conv" and dtype == np.float64:
+        pytest.skip("onnxruntime's CPU provider has no float64 Conv")
     kwargs = {"training_mode": dict(training=1), "non_constant_statistics": dict(params_as_inputs=True)}[case]
-    model, _ = producer_model("Conv", "elu", np.float32, **kwargs)
-    folded, report = fold_with_report(model)
-    assert report.count == 0 and len(report.left) == 1
-    assert ("training_mode" if case == "training_mode" else "non-constant") in report.left[0][1]
+    model, x_shape = producer_model(kind, "elu" if kind == "Conv" else "leaky_relu", dtype, **kwargs)
+    folded, report = fold_with_report(add_function_fallback(model))
+    assert report.count == 1 and not report.left, report.lines()
+    assert report.rewritten[0][1] == (
+        "standard ops with batch statistics" if case == "training_mode" else "standard ops"
+    )
+    assert {n.domain for n in folded.graph.node} == {""} and not folded.functions
+    assert [o.domain for o in folded.opset_import] == [""]
+    onnx.checker.check_model(folded, full_check=True)
+    g = rng(4)
+    feed = {"X": g.standard_normal(x_shape).astype(dtype)}
+    for inp in model.graph.input[1:]:  # fed statistics
+        value = g.standard_normal(6) if not inp.name.endswith("var") else g.uniform(0.5, 2.0, 6)
+        feed[inp.name] = value.astype(dtype)
+    want = reference_evaluator(model).run(None, feed)
+    got = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert len(got) == len(want) == (3 if case == "training_mode" else 1)
+    for a, b in zip(got, want):
+        assert_close(a, b, dtype)
+
+
+def test_into_producers_only_leaves_what_no_producer_takes():
+    model, _ = producer_model("Conv", "elu", np.float32, training=1)
+    folded, report = fold_with_report(model, into_producers_only=True)
+    assert report.count == 0 and len(report.left) == 1 and "training_mode" in report.left[0][1]
     assert folded.SerializeToString() == model.SerializeToString()
 
 

@@ -14,30 +14,32 @@ from __future__ import annotations
 import numpy as np
 from onnx import NodeProto, helper
 
-from ..op.schema import Activation
-from .fold_match import FoldMatch
+from ..op.schema import Activation, InplaceABNAttrs
 from .graph_index import GraphIndex
 
 
-def activation_nodes(g: GraphIndex, m: FoldMatch, z: str, y: str) -> list[NodeProto]:
-    act, alpha = m.attrs.act, m.attrs.act_alpha
+def activation_nodes(
+    g: GraphIndex, name: str, attrs: InplaceABNAttrs, dtype: np.dtype, z: str, y: str
+) -> list[NodeProto]:
+    """The activation of node ``name`` from ``z`` to ``y``, both of ``dtype``."""
+    act, alpha = attrs.act, attrs.act_alpha
     if act is Activation.IDENTITY:
-        return [helper.make_node("Identity", [z], [y], name=g.fresh_node(f"{m.name}__identity"))]
-    if m.dtype != np.float64:
+        return [helper.make_node("Identity", [z], [y], name=g.fresh_node(f"{name}__identity"))]
+    if np.dtype(dtype) != np.float64:
         op = "LeakyRelu" if act is Activation.LEAKY_RELU else "Elu"
-        return [helper.make_node(op, [z], [y], name=g.fresh_node(f"{m.name}__{act.value}"), alpha=alpha)]
+        return [helper.make_node(op, [z], [y], name=g.fresh_node(f"{name}__{act.value}"), alpha=alpha)]
     # onnxruntime's CPU provider has no double LeakyRelu or Elu:
     #   leaky_relu(z) = relu(z) + alpha * min(z, 0)
     #   elu(z)        = relu(z) + alpha * (exp(min(z, 0)) - 1)
-    zero = g.add_init(f"{m.name}__zero", np.zeros((), np.float64))
-    a = g.add_init(f"{m.name}__alpha", np.array(alpha, np.float64))
+    zero = g.add_init(f"{name}__zero", np.zeros((), np.float64))
+    a = g.add_init(f"{name}__alpha", np.array(alpha, np.float64))
     tag = act.value
-    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{m.name}__{tag}_{op.lower()}"))
-    neg, scaled, pos = (g.fresh(f"{m.name}__{tag}_{k}") for k in ("neg", "scaled", "pos"))
+    n = lambda op, ins, out: helper.make_node(op, ins, [out], name=g.fresh_node(f"{name}__{tag}_{op.lower()}"))
+    neg, scaled, pos = (g.fresh(f"{name}__{tag}_{k}") for k in ("neg", "scaled", "pos"))
     if act is Activation.LEAKY_RELU:
         negative_part = [n("Mul", [neg, a], scaled)]
     else:
-        one = g.add_init(f"{m.name}__one", np.ones((), np.float64))
-        exp, em1 = g.fresh(f"{m.name}__{tag}_exp"), g.fresh(f"{m.name}__{tag}_em1")
+        one = g.add_init(f"{name}__one", np.ones((), np.float64))
+        exp, em1 = g.fresh(f"{name}__{tag}_exp"), g.fresh(f"{name}__{tag}_em1")
         negative_part = [n("Exp", [neg], exp), n("Sub", [exp, one], em1), n("Mul", [em1, a], scaled)]
     return [n("Min", [z, zero], neg), *negative_part, n("Relu", [z], pos), n("Add", [pos, scaled], y)]

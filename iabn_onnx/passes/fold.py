@@ -4,6 +4,9 @@ before:  P(X_in, W, b) -> X -> InplaceABN(scale, B, mean, var; eps, act, alpha) 
 after:   P(X_in, W', b') -> [act] -> Y                    (producer fold)
     or:  X -> BatchNormalization -> [act] -> Y            (no producer; NCHW float16/float32, batchnorm_form.py)
     or:  X -> Mul(s) -> Add(t) -> [act] -> Y              (per-channel fallback: NHWC, float64)
+    or:  X -> standard ops specialized to the node -> Y [, running mean, running var]
+                                                          (training mode, statistics fed at run time:
+                                                           standard_form.py)
 
 with, per channel c, computed in float64 and cast back to the model dtype:
     s[c] = scale[c] / sqrt(var[c] + eps)
@@ -45,8 +48,8 @@ from ..graph import drop_opset_import, drop_unused_initializers, graphs
 from ..model_source import ModelSource, as_model
 from ..op.function import remove_function_fallback
 from ..op.schema import DOMAIN, Activation, is_inplace_abn, node_display_name
-from ..op.validation import TensorInfo, check_opset, type_table
-from . import batchnorm_form
+from ..op.validation import TensorInfo, check_node, check_opset, type_table
+from . import batchnorm_form, standard_form
 from .activation import activation_nodes
 from .constant_subgraphs import fold_constant_subgraphs
 from .fold_conv import rule_conv, rule_conv_transpose
@@ -139,7 +142,7 @@ def fold_into_producer(g: GraphIndex, m: FoldMatch) -> tuple[list[NodeProto], st
         if m.attrs.act is Activation.IDENTITY:
             rename_output(g, x, y)
             return [], how
-        return activation_nodes(g, m, x, y), how
+        return activation_nodes(g, m.name, m.attrs, m.dtype, x, y), how
     return no_producer or f"'{x}' comes from {producer.op_type}, not Conv/ConvTranspose/Gemm/MatMul"
 
 
@@ -151,12 +154,17 @@ def _fold(
     report = FoldReport()
     report.constants, report.reshapes, report.zero_biases = graph_rules(out, types)
     g = GraphIndex(out.graph, types)
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 1)
     for node in g.nodes:
         if not is_inplace_abn(node):
             continue
         m = match_node(g, node, keep_invalid)
         if isinstance(m, str):
-            report.left.append((node_display_name(node), m))
+            rewritten = None if into_producers_only or m.startswith("invalid") else _standard_form(g, node, opset)
+            if isinstance(rewritten, tuple):
+                report.rewritten.append((node_display_name(node), rewritten[0], m))
+            else:
+                report.left.append((node_display_name(node), m if rewritten is None else f"{m}; {rewritten}"))
             continue
         folded = fold_into_producer(g, m)
         if not isinstance(folded, str):
@@ -175,13 +183,33 @@ def _fold(
         z = y if m.attrs.act is Activation.IDENTITY else g.fresh(f"{m.name}__affine")
         affine = per_channel_nodes(g, m, x, z, g.ranks.get(x))
         if isinstance(affine, str):
-            report.left.append((m.name, affine))
+            report.left.append((m.name, affine))  # standard_form needs the rank too
             continue
-        g.replace(node, affine + ([] if m.attrs.act is Activation.IDENTITY else activation_nodes(g, m, z, y)))
+        g.replace(
+            node,
+            affine
+            + ([] if m.attrs.act is Activation.IDENTITY else activation_nodes(g, m.name, m.attrs, m.dtype, z, y)),
+        )
         report.rewritten.append((m.name, "per-channel Mul + Add", folded))
     g.commit()
     _cleanup(out)
     return out, report
+
+
+def _standard_form(g: GraphIndex, node: NodeProto, opset: int) -> tuple[str, list[NodeProto]] | str:
+    """``node`` (valid) as standard ops in place (``standard_form``): its route and nodes, or why not."""
+    checked = check_node(node, g.types)
+    x = node.input[0]
+    reason = standard_form.check(g.ranks.get(x))
+    if reason is not None:
+        return reason
+    if checked.dtype is None:
+        return "dtype of X is unknown"
+    dtype = helper.tensor_dtype_to_np_dtype(checked.dtype)
+    nodes = standard_form.rewrite(g, node, checked.name, checked.attrs, dtype, g.ranks[x], opset)
+    g.replace(node, nodes)
+    route = standard_form.TRAINING_ROUTE if checked.attrs.training_mode else standard_form.ROUTE
+    return route, nodes
 
 
 def _rule_op(rule: Callable[..., object]) -> str:

@@ -167,7 +167,9 @@ def _standard_form(node: NodeProto, info: CheckedNode, form: str, g: GraphIndex)
         affine = per_channel_nodes(g, match, node.input[0], z, g.ranks.get(node.input[0]))
         if isinstance(affine, str):
             return affine
-        return route, affine + ([] if identity else activation_nodes(g, match, z, node.output[0]))
+        return route, affine + (
+            [] if identity else activation_nodes(g, match.name, match.attrs, match.dtype, z, node.output[0])
+        )
     raise AssertionError(f"unknown standard form {form!r}")
 
 
