@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .op.schema import InplaceABNAttrs, InplaceABNError, make_node, register_schema
     from .passes.convert import convert
     from .passes.fold import fold
+    from .quantization import quantize
     from .runtime.session import InferenceSession, ModelLoadError, load_model, session_options
     from .torch_fallback import install_torch_fallback, uninstall_torch_fallback
 
@@ -51,6 +52,7 @@ _LAZY = {
     "inplace_abn_reference": ".op.reference",
     "convert": ".passes.convert",
     "fold": ".passes.fold",
+    "quantize": ".quantization",
     "export_torch": ".exporters.torch_export",
     "export_paddle": ".exporters.paddle_export",
     "replace_with_batchnorm": ".exporters.torch_replace",
@@ -67,6 +69,7 @@ _SUBPACKAGES = {
     "inference",
     "op",
     "passes",
+    "quantization",
     "runtime",
     "static",
     "torch_fallback",
@@ -106,6 +109,7 @@ __all__ = [
     "install_torch_fallback",
     "load_model",
     "make_node",
+    "quantize",
     "register_schema",
     "replace_with_batchnorm",
     "session_options",

@@ -150,6 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep-invalid", action="store_true", help=keep_help)
     v.set_defaults(func="cmd_convert")
 
+    q = parser(
+        "quantize",
+        help="fold, then quantize to int8 (QDQ) with onnxruntime's quantizer; optionally check accuracy",
+        description="Fold MODEL, quantize it with onnxruntime.quantization (static QDQ: uint8 activations, int8 "
+        "weights, per-channel by default) calibrated on the samples in DATA.npz (arrays by input name, samples "
+        "stacked on axis 0), and write OUT. With --check, compare the fp32 and int8 models on held-out samples "
+        "(a 'labels' array gives accuracy) and refuse to write when they differ past the thresholds.",
+    )
+    q.add_argument("model", help="the ONNX model file")
+    q.add_argument("--calibration", required=True, metavar="DATA.npz", help="calibration samples by input name")
+    q.add_argument("-o", "--output", required=True, help="where to write the int8 model")
+    q.add_argument("--check", metavar="DATA.npz", help="held-out samples (and optionally 'labels') to check on")
+    q.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="with labels: refuse when int8 accuracy is this many points below fp32's (default: %(default)s)",
+    )
+    q.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.95,
+        metavar="FRACTION",
+        help="without labels: refuse when fp32 and int8 agree on top-1 for less (default: %(default)s)",
+    )
+    q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
+    q.add_argument("--force", action="store_true", help=force_help)
+    q.set_defaults(func="cmd_quantize")
+
     b = parser("bench", help="time a model: plugin vs folded vs an optional baseline")
     b.add_argument("model", help="the ONNX model file")
     b.add_argument("--baseline", metavar="MODEL", help="another ONNX model to time on the same inputs")

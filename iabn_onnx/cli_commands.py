@@ -406,6 +406,35 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantization import CalibrationDataError, QuantizeCheckError, quantize_with_report
+
+    _check_output_path(args.output, args.force)
+    model = _load(args.model)
+    for path in (args.calibration, args.check):
+        if path is not None and not os.path.isfile(path):
+            raise CliError(f"no such data file: {path}", EXIT_USAGE)
+    _progress(f"quantizing {args.model}")
+    try:
+        quantized, report = quantize_with_report(
+            model,
+            args.calibration,
+            per_channel=not args.per_tensor,
+            check=args.check,
+            max_accuracy_drop=args.max_accuracy_drop,
+            min_top1_agreement=args.min_agreement,
+        )
+    except CalibrationDataError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except QuantizeCheckError as exc:
+        raise CliError(f"check failed, nothing written: {exc}", EXIT_REJECTED) from None
+    _save_atomic(quantized, args.output, args.force)
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 

@@ -1,0 +1,387 @@
+"""int8 in one call: ``fold``, then onnxruntime's own static quantizer (QDQ), then an optional check.
+
+    model -> fold (no custom node: the Conv/Gemm fusions quantization needs are open)
+          -> onnxruntime.quantization.quant_pre_process (its shape inference and graph optimization)
+          -> onnxruntime.quantization.quantize_static (QDQ; QUInt8 activations, QInt8 weights,
+             per-channel weights by default; MinMax calibration on the given samples)
+          -> [check: the fp32 and int8 models on held-out samples]
+
+Nothing here quantizes anything itself: the quantizer is onnxruntime's. What stays float is the
+quantizer's choice for ops without an int8 kernel (Elu, for one), and ours for the batch statistics
+of training-mode nodes (their standard-op form is excluded: statistics of int8 values would be
+coarse); the report names them.
+
+Calibration and check data: a ``.npz`` path or a mapping from input name to the samples stacked on
+axis 0, or an iterable of feed dicts. A check set may also hold ``labels`` (integer class per sample)
+for accuracy. Faults in the data raise ``CalibrationDataError`` naming the input and the fault; a
+check past its threshold raises ``QuantizeCheckError`` (the CLI then writes nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .model_source import ModelSource, as_model
+
+Samples = str | os.PathLike | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+LABELS = "labels"
+
+
+class CalibrationDataError(ValueError):
+    """Calibration or check data that does not fit the model: names, shapes, dtypes, empty, NaN."""
+
+
+class QuantizeCheckError(ValueError):
+    """The int8 model differs from the fp32 one past the threshold the caller set."""
+
+    def __init__(self, message: str, report: QuantizeReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class CheckResult:
+    """The fp32 and int8 models on held-out samples (first output; top-1 over its last axis)."""
+
+    samples: int
+    top1_agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    accuracy_fp32: float | None = None
+    accuracy_int8: float | None = None
+
+    def lines(self) -> list[str]:
+        out = [
+            f"check on {self.samples} samples: top-1 agreement {self.top1_agreement:.2%}, "
+            f"max |diff| {self.max_abs_diff:.3g}, mean |diff| {self.mean_abs_diff:.3g}"
+        ]
+        if self.accuracy_fp32 is not None and self.accuracy_int8 is not None:
+            drop = (self.accuracy_fp32 - self.accuracy_int8) * 100
+            out.append(
+                f"accuracy: fp32 {self.accuracy_fp32:.2%}, int8 {self.accuracy_int8:.2%} ({drop:.2f} points lost)"
+            )
+        return out
+
+
+@dataclass
+class QuantizeReport:
+    fold_lines: list[str] = field(default_factory=list)
+    quantized: dict[str, int] = field(default_factory=dict)  # op type -> nodes running in int8
+    kept_float: dict[str, int] = field(default_factory=dict)  # op type -> nodes running in float
+    excluded: list[str] = field(default_factory=list)  # nodes kept float on purpose (batch statistics)
+    calibration_samples: int = 0
+    check: CheckResult | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"fold: {line}" for line in self.fold_lines]
+        q = ", ".join(f"{n} {op}" for op, n in sorted(self.quantized.items()))
+        out.append(f"int8 (QDQ) after calibration on {self.calibration_samples} samples: {q or 'no node'}")
+        if self.kept_float:
+            f = ", ".join(f"{n} {op}" for op, n in sorted(self.kept_float.items()))
+            out.append(f"in float (no int8 kernel in onnxruntime, or batch statistics): {f}")
+        if self.excluded:
+            out.append(f"batch statistics of training-mode nodes kept in float: {len(self.excluded)} nodes")
+        if self.check is not None:
+            out += self.check.lines()
+        return out
+
+
+# -- data ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | None, ...]  # None: symbolic
+
+
+def _model_inputs(model: onnx.ModelProto) -> list[_Input]:
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        t = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        out.append(_Input(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)), dims))
+    return out
+
+
+def _load(data: Samples, what: str) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]] | None, str]:
+    """(stacked samples by name, or feed dicts) and where they came from."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such {what} file: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}, None, path
+        except (OSError, ValueError, EOFError) as exc:
+            raise CalibrationDataError(f"{path}: not a readable .npz of arrays ({exc})") from None
+    if isinstance(data, Mapping):
+        return data, None, f"the {what} mapping"
+    return None, list(data), f"the {what} feeds"
+
+
+def _check_array(value: Any, spec: _Input, where: str, stacked: bool) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype != spec.dtype:
+        raise CalibrationDataError(f"{where}: input '{spec.name}' must be {spec.dtype.name}, got {array.dtype.name}")
+    sample_dims = spec.dims[1:] if stacked else spec.dims
+    shape = array.shape[1:] if stacked else array.shape
+    if stacked and array.ndim == 0:
+        raise CalibrationDataError(f"{where}: input '{spec.name}' is a scalar, not samples stacked on axis 0")
+    if len(shape) != len(sample_dims) or any(d is not None and d != n for d, n in zip(sample_dims, shape)):
+        want = ["N" if d is None else d for d in sample_dims]
+        raise CalibrationDataError(
+            f"{where}: input '{spec.name}' samples have shape {list(shape)}, the model wants {want}"
+            + (" (after the sample axis)" if stacked else "")
+        )
+    if array.size == 0 or (stacked and array.shape[0] == 0):
+        raise CalibrationDataError(f"{where}: input '{spec.name}' holds no sample")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise CalibrationDataError(f"{where}: input '{spec.name}' holds NaN or infinite values")
+    return array
+
+
+def feeds(
+    model: onnx.ModelProto, data: Samples, what: str = "calibration"
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    """The feeds ``data`` gives, checked against the model's inputs; and the labels, when it has them."""
+    specs = _model_inputs(model)
+    names = {s.name for s in specs}
+    stacked, feed_list, where = _load(data, what)
+    labels = None
+    if stacked is not None:
+        extra = sorted(set(stacked) - names - {LABELS})
+        if extra:
+            raise CalibrationDataError(f"{where}: '{extra[0]}' is not an input of the model (inputs: {sorted(names)})")
+        missing = sorted(names - set(stacked))
+        if missing:
+            raise CalibrationDataError(f"{where}: no samples for input '{missing[0]}'")
+        arrays = {s.name: _check_array(stacked[s.name], s, where, stacked=True) for s in specs}
+        counts = {len(a) for a in arrays.values()}
+        if len(counts) != 1:
+            raise CalibrationDataError(f"{where}: the inputs hold different numbers of samples ({sorted(counts)})")
+        (count,) = counts
+        if LABELS in stacked:
+            labels = np.asarray(stacked[LABELS])
+            if labels.shape != (count,) or labels.dtype.kind not in "iu":
+                raise CalibrationDataError(f"{where}: 'labels' must be {count} integers, one per sample")
+        batch = next((s.dims[0] for s in specs if s.dims and s.dims[0] is not None), 1)
+        out = [{n: a[i : i + batch] for n, a in arrays.items()} for i in range(0, count - batch + 1, batch)]
+        if not out:
+            raise CalibrationDataError(f"{where}: {count} samples, fewer than the model's batch of {batch}")
+        return out, labels
+    assert feed_list is not None
+    if not feed_list:
+        raise CalibrationDataError(f"{where}: no feed")
+    checked = []
+    for k, feed in enumerate(feed_list):
+        extra = sorted(set(feed) - names)
+        if extra:
+            raise CalibrationDataError(f"{where}, feed {k}: '{extra[0]}' is not an input of the model")
+        missing = sorted(names - set(feed))
+        if missing:
+            raise CalibrationDataError(f"{where}, feed {k}: no value for input '{missing[0]}'")
+        checked.append({s.name: _check_array(feed[s.name], s, f"{where}, feed {k}", stacked=False) for s in specs})
+    return checked, None
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over checked feeds."""
+
+    def __init__(self, feed_list: list[dict[str, np.ndarray]]) -> None:
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(feed_list)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+# -- quantize --------------------------------------------------------------------------------
+def quantize(
+    model: ModelSource,
+    calibration: Samples,
+    *,
+    per_channel: bool = True,
+    check: Samples | None = None,
+    max_accuracy_drop: float = 1.0,
+    min_top1_agreement: float = 0.95,
+    calibrate_method: str = "MinMax",
+) -> onnx.ModelProto:
+    """The int8 (QDQ) model of ``model`` (a path, bytes or ModelProto, never changed); see the module doc.
+
+    With ``check``, refuses (``QuantizeCheckError``) when top-1 agreement falls below
+    ``min_top1_agreement`` or, given labels, accuracy drops by more than ``max_accuracy_drop`` points.
+    """
+    return quantize_with_report(
+        model,
+        calibration,
+        per_channel=per_channel,
+        check=check,
+        max_accuracy_drop=max_accuracy_drop,
+        min_top1_agreement=min_top1_agreement,
+        calibrate_method=calibrate_method,
+    )[0]
+
+
+def quantize_with_report(
+    model: ModelSource,
+    calibration: Samples,
+    *,
+    per_channel: bool = True,
+    check: Samples | None = None,
+    max_accuracy_drop: float = 1.0,
+    min_top1_agreement: float = 0.95,
+    calibrate_method: str = "MinMax",
+) -> tuple[onnx.ModelProto, QuantizeReport]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    from .passes.fold import fold_with_report
+    from .passes.standard_form import TRAINING_ROUTE
+
+    folded, fold_report = fold_with_report(as_model(model))
+    if fold_report.left:
+        raise ValueError(f"cannot quantize: fold left {len(fold_report.left)} node(s): {fold_report.left[0]}")
+    calibration_feeds, _ = feeds(folded, calibration, "calibration")
+    check_feeds, labels = feeds(folded, check, "check") if check is not None else (None, None)
+    report = QuantizeReport(fold_report.lines(), calibration_samples=sum(_count(f) for f in calibration_feeds))
+    training = {name for name, route, _ in fold_report.rewritten if route == TRAINING_ROUTE}
+    report.excluded = [n.name for n in folded.graph.node if any(n.name.startswith(f"{t}__") for t in training)]
+    try:
+        method = CalibrationMethod[calibrate_method]
+    except KeyError:
+        raise ValueError(
+            f"calibrate_method {calibrate_method!r}: one of {[m.name for m in CalibrationMethod]}"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="iabn_quantize_") as tmp, _quiet_root_logger():
+        folded_path, prepared, out = (os.path.join(tmp, n) for n in ("folded.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save(folded, folded_path)
+        quant_pre_process(folded_path, prepared, skip_symbolic_shape=True)
+        quantize_static(
+            prepared,
+            out,
+            _Reader(calibration_feeds),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=report.excluded,
+            calibrate_method=method,
+        )
+        quantized = onnx.load(out)
+    report.quantized, report.kept_float = _census(quantized)
+    if check_feeds is not None:
+        report.check = _check(folded, quantized, check_feeds, labels)
+        _enforce(report, max_accuracy_drop, min_top1_agreement)
+    return quantized, report
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice through the root logger; the report says what matters."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _count(feed: Mapping[str, np.ndarray]) -> int:
+    return int(next(iter(feed.values())).shape[0]) if feed else 0
+
+
+_QDQ = {"QuantizeLinear", "DequantizeLinear"}
+_MOVES = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast", "Shape", "Gather"}
+#: ops whose QDQ group onnxruntime's CPU provider runs as an int8 kernel (its QDQ selectors: QLinearConv,
+#: MatMulInteger/QGemm, QLinearAdd/Mul, QLinearLeakyRelu/Sigmoid, QLinearAveragePool/GlobalAveragePool,
+#: QLinearConcat, MaxPool and Resize on int8 data); others between Q/DQ run in float
+INT8_KERNELS = {"Conv", "MatMul", "Gemm", "Add", "Mul", "LeakyRelu", "Sigmoid", "AveragePool",
+                "GlobalAveragePool", "Concat", "MaxPool", "Resize", "ConvTranspose", "Softmax"}  # fmt: skip
+
+
+def _census(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
+    """Op types running in int8 (a Q/DQ group onnxruntime has an int8 kernel for), and those in float:
+    between Q/DQ without an int8 kernel (Elu, for one), or outside Q/DQ (excluded, or not quantized)."""
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    quantized: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in _QDQ or node.op_type in _MOVES:
+            continue
+        data = [i for i in node.input if i and i not in inits]
+        in_qdq = bool(data) and all(produced_by.get(i) == "DequantizeLinear" for i in data)
+        target = quantized if in_qdq and node.op_type in INT8_KERNELS else kept
+        target[node.op_type] = target.get(node.op_type, 0) + 1
+    return quantized, kept
+
+
+def _check(
+    fp32: onnx.ModelProto, int8: onnx.ModelProto, feed_list: list[dict[str, np.ndarray]], labels: np.ndarray | None
+) -> CheckResult:
+    import onnxruntime as ort
+
+    def outputs(model: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, f)[0] for f in feed_list]).astype(np.float64)
+
+    a, b = outputs(fp32), outputs(int8)
+    diff = np.abs(a - b)
+    top_a, top_b = a.reshape(len(a), -1).argmax(-1), b.reshape(len(b), -1).argmax(-1)
+    result = CheckResult(len(a), float((top_a == top_b).mean()), float(diff.max()), float(diff.mean()))
+    if labels is not None:
+        labels = labels[: len(a)]
+        result.accuracy_fp32 = float((top_a == labels).mean())
+        result.accuracy_int8 = float((top_b == labels).mean())
+    return result
+
+
+def _enforce(report: QuantizeReport, max_accuracy_drop: float, min_top1_agreement: float) -> None:
+    check = report.check
+    assert check is not None
+    if check.accuracy_fp32 is not None and check.accuracy_int8 is not None:
+        drop = (check.accuracy_fp32 - check.accuracy_int8) * 100
+        if drop > max_accuracy_drop:
+            raise QuantizeCheckError(
+                f"int8 accuracy {check.accuracy_int8:.2%} is {drop:.2f} points below fp32's "
+                f"{check.accuracy_fp32:.2%} (allowed: {max_accuracy_drop:g})",
+                report,
+            )
+    elif check.top1_agreement < min_top1_agreement:
+        raise QuantizeCheckError(
+            f"int8 and fp32 agree on top-1 for {check.top1_agreement:.2%} of the check samples "
+            f"(required: {min_top1_agreement:.0%})",
+            report,
+        )
+
+
+def write_samples(path: str | os.PathLike[str], samples: Mapping[str, np.ndarray]) -> Path:
+    """Save samples (input name -> samples stacked on axis 0, optionally ``labels``) as the .npz the
+    CLI's ``--calibration`` and ``--check`` read."""
+    np.savez(path, **{k: np.asarray(v) for k, v in samples.items()})
+    return Path(path)
+
+
+__all__ = [
+    "CalibrationDataError",
+    "CheckResult",
+    "QuantizeCheckError",
+    "QuantizeReport",
+    "feeds",
+    "quantize",
+    "quantize_with_report",
+    "write_samples",
+]

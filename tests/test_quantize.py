@@ -1,0 +1,153 @@
+"""int8 in one command: ``iabn_onnx.quantize`` / ``iabn-onnx quantize`` (fold, then onnxruntime's quantizer).
+
+The accuracy oracle is a network really trained on real data: ``tests/digits`` (scikit-learn's digits,
+trained by ``train_digits.py`` through the torch fallback); its int8 model must keep held-out accuracy
+within 1 point of fp32. Faults in calibration data raise an error naming the input and the fault.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import iabn_onnx
+from iabn_onnx.quantization import CalibrationDataError, QuantizeCheckError, quantize_with_report
+
+DIGITS = Path(__file__).parent / "digits"
+MODELS = Path(__file__).resolve().parent.parent / "models"
+HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
+
+
+def _digits():
+    sys.path.insert(0, str(DIGITS))
+    try:
+        from train_digits import dataset
+    finally:
+        sys.path.remove(str(DIGITS))
+    return dataset()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "iabn_onnx.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+@pytest.mark.skipif(not HAS_SKLEARN, reason="the held-out digits come from scikit-learn (the [test] extra)")
+def test_cli_quantize_keeps_the_trained_networks_accuracy(tmp_path):
+    facts = json.loads((DIGITS / "digits.json").read_text())
+    x_train, _, x_test, y_test = _digits()
+    np.savez(tmp_path / "calibration.npz", input=x_train[:64])
+    np.savez(tmp_path / "held_out.npz", input=x_test, labels=y_test)
+    model = DIGITS / "digits_inplace_abn.onnx"
+    args = ["--calibration", "calibration.npz", "--check", "held_out.npz", "-o", "int8.onnx"]
+    proc = _cli("quantize", str(model), *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    found = re.search(r"accuracy: fp32 ([\d.]+)%, int8 ([\d.]+)%", proc.stdout)
+    assert found, proc.stdout
+    fp32, int8 = (float(v) / 100 for v in found.groups())
+    assert fp32 == pytest.approx(facts["accuracy_onnx"], abs=1e-4)  # the fixture's own figure
+    assert fp32 - int8 <= 0.01
+    int8_model = onnx.load(tmp_path / "int8.onnx")
+    ops = {n.op_type for n in int8_model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and {n.domain for n in int8_model.graph.node} == {""}
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    accuracy = float((session.run(None, {"input": x_test})[0].argmax(1) == y_test).mean())
+    assert accuracy >= facts["accuracy_onnx"] - 0.01
+    # a threshold the int8 model cannot meet: refused, nothing written
+    again = _cli("quantize", str(model), *args[:-1], "refused.onnx", "--max-accuracy-drop", "-5", cwd=tmp_path)
+    assert again.returncode == 1 and len(again.stderr.splitlines()) == 1, again.stderr
+    assert "check failed, nothing written" in again.stderr and not (tmp_path / "refused.onnx").exists()
+
+
+def test_api_takes_a_path_a_mapping_or_feeds_and_reports(tmp_path):
+    """The frozen example net: what runs in int8, what stays float (Elu has no int8 kernel)."""
+    g = np.random.default_rng(0)
+    samples = g.standard_normal((16, 3, 16, 16)).astype(np.float32)
+    path = MODELS / "convnet_elu.onnx"
+    for calibration in ({"X": samples}, [{"X": samples[i : i + 2]} for i in range(0, 16, 2)]):
+        model, report = quantize_with_report(path, calibration, check={"X": samples})
+        assert report.quantized.get("Conv") == 2 and report.kept_float.get("Elu") == 2, report.lines()
+        assert report.check is not None and report.check.top1_agreement >= 0.95
+        assert not any(n.domain for n in model.graph.node)
+    model = iabn_onnx.quantize(onnx.load(path).SerializeToString(), {"X": samples}, per_channel=False)
+    assert isinstance(model, onnx.ModelProto)
+
+
+def test_training_mode_batch_statistics_stay_float(tmp_path):
+    g = np.random.default_rng(1)
+    samples = g.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    model, report = quantize_with_report(MODELS / "convnet_training.onnx", [{"X": samples[:4]}, {"X": samples[4:]}])
+    assert report.excluded and all("__" in name for name in report.excluded)
+    assert report.kept_float.get("ReduceMean") == 6  # mean and variance of three nodes
+    means = [n for n in model.graph.node if n.name.endswith("__batch_mean")]
+    assert len(means) == 3
+    quantized = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+    assert not quantized & {n.output[0] for n in means}  # the statistics are never rounded to int8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"X": samples[:4]})[0].shape == (4, 10)
+
+
+@pytest.mark.parametrize(
+    "data,says",
+    [
+        ({"Z": "good"}, "'Z' is not an input of the model"),
+        ({}, "no samples for input 'X'"),
+        ({"X": "wrong_shape"}, "input 'X' samples have shape [4, 16, 16], the model wants [3, 16, 16]"),
+        ({"X": "wrong_dtype"}, "input 'X' must be float32, got float64"),
+        ({"X": "empty"}, "input 'X' holds no sample"),
+        ({"X": "nan"}, "input 'X' holds NaN or infinite values"),
+        ([], "no feed"),
+    ],
+)
+def test_bad_calibration_data_is_named(data, says):
+    g = np.random.default_rng(2)
+    arrays = {
+        "good": g.standard_normal((4, 3, 16, 16)).astype(np.float32),
+        "wrong_shape": g.standard_normal((4, 4, 16, 16)).astype(np.float32),
+        "wrong_dtype": g.standard_normal((4, 3, 16, 16)),
+        "empty": np.zeros((0, 3, 16, 16), np.float32),
+        "nan": np.full((4, 3, 16, 16), np.nan, np.float32),
+    }
+    if isinstance(data, dict):
+        data = {k: arrays[v] for k, v in data.items()}
+    with pytest.raises(CalibrationDataError) as info:
+        iabn_onnx.quantize(MODELS / "convnet_leaky_relu.onnx", data)
+    assert says in str(info.value)
+
+
+def test_cli_bad_calibration_is_one_line_and_writes_nothing(tmp_path):
+    np.savez(tmp_path / "bad.npz", X=np.zeros((4, 3, 16, 16), np.float64))
+    proc = _cli("quantize", str(MODELS / "convnet_elu.onnx"), "--calibration", "bad.npz", "-o", "q.onnx", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "input 'X' must be float32" in proc.stderr and not (tmp_path / "q.onnx").exists()
+
+
+def test_a_check_below_the_agreement_threshold_is_refused():
+    samples = np.random.default_rng(3).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    with pytest.raises(QuantizeCheckError, match="agree on top-1"):
+        iabn_onnx.quantize(MODELS / "convnet_elu.onnx", {"X": samples}, check={"X": samples}, min_top1_agreement=1.01)
+
+
+def test_the_int8_file_runs_on_openvino(tmp_path):
+    ov = pytest.importorskip("openvino")
+    samples = np.random.default_rng(4).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    model = iabn_onnx.quantize(MODELS / "convnet_leaky_relu.onnx", {"X": samples})
+    path = tmp_path / "int8.onnx"
+    onnx.save(model, str(path))
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.asarray(compiled({"X": samples[:2]})[compiled.outputs[0]])
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": samples[:2]})[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))  # both int8, rounding may differ
