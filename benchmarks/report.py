@@ -1,11 +1,12 @@
-"""The README's benchmark figures, rendered from benchmarks/results/*.json.
+"""The benchmark figures of README.md and docs/, rendered from benchmarks/results/*.json.
 
-Every figure in the README stands between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``
+Every figure in those pages stands between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``
 markers and is written by this script; ``tests/test_readme.py`` fails when a block differs
-from what the JSON renders to.
+from what the JSON renders to. A block may stand in several pages (the README's summary rows come
+from the same files as docs/benchmarks.md's tables).
 
     python benchmarks/report.py            # print every block
-    python benchmarks/report.py --write    # rewrite the blocks in README.md
+    python benchmarks/report.py --write    # rewrite the blocks in README.md and docs/*.md
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+PAGES = (README, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "deployment.md")
 sys.path.insert(0, str(ROOT))  # benchmarks.*, iabn_onnx from the checkout
 
 
@@ -359,7 +361,80 @@ def extras_lines(data: dict) -> list[str]:
     return lines
 
 
-BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+def quantize_lines(data: dict) -> list[str]:
+    from benchmarks.bench_quantize import ISA_FLAGS
+
+    variants = ["torch_export_opt", "folded", "int8", "openvino_f32", "openvino_default", "openvino_int8"]
+    first = next(iter(data["networks"].values()))[0]
+    shown = [v for v in variants if v in first["median_s"]]
+    lines = [
+        "ms per run and speed-up over torch's optimized fp32 export (`torch_export_opt`, on onnxruntime); medians of "
+        f"alternating blocks in one process, {data['repeat']} runs each; `int8` is `iabn_onnx.quantize` (QDQ) on "
+        "onnxruntime, its top-1 agreement with the folded fp32 model on the timed batch in brackets:",
+        "",
+        "| network | batch | " + " | ".join(shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for name, rows in data["networks"].items():
+        for row in rows:
+            cells = []
+            for v in shown:
+                cell = f"{row['median_s'][v] * 1e3:.1f} ms ({row['speedup_vs_torch_export_opt'][v]:.2f}×)"
+                if v in ("int8", "openvino_int8"):
+                    cell += f" [{row['top1_agreement_with_folded'][v]:.0%}]"
+                cells.append(cell)
+            lines.append(f"| {name} | {row['batch']} | " + " | ".join(cells) + " |")
+    flags = data["cpu_flags"]
+    have = ", ".join(f for f in ISA_FLAGS if flags.get(f)) or "none of them"
+    lacks = ", ".join(f for f in ISA_FLAGS if not flags.get(f))
+    lines += ["", f"CPU flags: {have}" + (f"; not: {lacks}" if lacks else "") + "."]
+    if "openvino" in data.get("environment", {}):
+        lines.append(
+            f"OpenVINO {data['environment']['openvino']}: `openvino_default` is its default precision, bf16 on a CPU "
+            "with AMX (about 1e-3 from fp32); `openvino_f32` asks for `INFERENCE_PRECISION_HINT=f32`."
+        )
+    return [*lines, "", taken_on(data)]
+
+
+def _cpu(data: dict) -> str:
+    env = data.get("environment") or {}
+    return f"{env.get('cpu', 'not recorded')}, onnxruntime {env.get('versions', {}).get('onnxruntime', '?')}"
+
+
+def summary_lines(data: dict) -> list[str]:
+    """Five rows, each from the results file of the full table in docs/benchmarks.md."""
+    nets, quant = data["networks.json"], data["quantize.json"]
+    startup, paddle = data["session_startup.json"], data["paddle.json"]
+    runs = [run for net in nets["networks"].values() for run in net["runs"]]
+    span = lambda v: _span([run["ratio_to_" + ANCHOR][v] for run in runs])
+    int8 = {b: [row["speedup_vs_torch_export_opt"]["int8"] for rows in quant["networks"].values() for row in rows
+                if row["batch"] == b] for b in (1, 8)}  # fmt: skip
+    resnet = startup["networks"].get("resnet50") or next(iter(startup["networks"].values()))
+    r = resnet["ratio_to_folded"]
+    session = [run["ratio_to_paddle_inference"]["session"] for run in paddle["runs"]]
+    rows = [
+        ("default `InferenceSession`, time per run", f"{span('plugin')}× torch's best fp32 export", nets),
+        ("folded model on plain onnxruntime", f"{span('folded')}× torch's best fp32 export", nets),
+        (
+            "int8 (`quantize`) on onnxruntime",
+            f"{_span(int8[8])}× faster than torch's fp32 export at batch 8, {_span(int8[1])}× at batch 1",
+            quant,
+        ),
+        (
+            "ResNet-50 start-up + first run",
+            f"{r['session_cold']:.2f}× plain onnxruntime in a file's first process, {r['session']:.2f}× cached",
+            startup,
+        ),
+        ("a Paddle program with `inplace_abn` ops", f"{_span(session)}× Paddle 2.6.2's own predictor", paddle),
+    ]
+    lines = ["| what | figure | taken on |", "|---|---|---|"]
+    lines += [f"| {what} | {figure} | {_cpu(source)} |" for what, figure, source in rows]
+    return lines
+
+
+BLOCKS: dict[str, tuple[str | tuple[str, ...], Callable[[dict], list[str]]]] = {
+    "summary": (("networks.json", "quantize.json", "session_startup.json", "paddle.json"), summary_lines),
+    "quantize": ("quantize.json", quantize_lines),
     "extras": ("install_size.json", extras_lines),
     "paddle": ("paddle.json", paddle_lines),
     "networks": ("networks.json", networks_table),
@@ -385,11 +460,14 @@ WITH_ENVIRONMENT = {
 
 
 def render(name: str, results: Path = RESULTS) -> str:
-    filename, fn = BLOCKS[name]
-    path = results / filename
-    if not path.exists():
-        return f"(no results yet: benchmarks/results/{filename} is written by its benchmark script)"
-    data = json.loads(path.read_text())
+    filenames, fn = BLOCKS[name]
+    for filename in (filenames,) if isinstance(filenames, str) else filenames:
+        if not (results / filename).exists():
+            return f"(no results yet: benchmarks/results/{filename} is written by its benchmark script)"
+    if isinstance(filenames, str):
+        data = json.loads((results / filenames).read_text())
+    else:
+        data = {f: json.loads((results / f).read_text()) for f in filenames}
     lines = fn(data)
     if name in WITH_ENVIRONMENT:
         lines = [*lines, "", taken_on(data)]
@@ -405,24 +483,32 @@ def block(name: str, text: str) -> str:
     return f"<!-- report:{name} -->\n{text}\n<!-- /report:{name} -->"
 
 
-def write_readme(readme: Path = README) -> None:
-    text = readme.read_text()
-    for name in BLOCKS:
-        pattern = block_pattern(name)
-        if not pattern.search(text):
-            raise SystemExit(f"README has no block <!-- report:{name} -->")
-        text = pattern.sub(lambda m, n=name: block(n, render(n)), text)
-    readme.write_text(text)
+def write_pages(pages: tuple[Path, ...] = PAGES) -> int:
+    """Rewrite every block in ``pages``; every block must stand in one of them. Returns how many were written."""
+    written, found = 0, set()
+    for page in pages:
+        text = page.read_text()
+        for name in BLOCKS:
+            pattern = block_pattern(name)
+            if pattern.search(text):
+                found.add(name)
+                text, n = pattern.subn(lambda m, n=name: block(n, render(n)), text)
+                written += n
+        page.write_text(text)
+    missing = sorted(set(BLOCKS) - found)
+    if missing:
+        raise SystemExit(f"no page has the block <!-- report:{missing[0]} -->")
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help="rewrite the report blocks in the README")
-    ap.add_argument("--readme", type=Path, default=README, help="the README to rewrite (default: %(default)s)")
+    ap.add_argument("--write", action="store_true", help="rewrite the report blocks in the pages")
+    ap.add_argument("--pages", type=Path, nargs="+", default=list(PAGES), help="the pages (default: %(default)s)")
     args = ap.parse_args(argv)
     if args.write:
-        write_readme(args.readme)
-        print(f"rewrote {len(BLOCKS)} blocks in {args.readme}")
+        count = write_pages(tuple(args.pages))
+        print(f"rewrote {count} blocks in {', '.join(str(p) for p in args.pages)}")
         return
     for name in BLOCKS:
         print(block(name, render(name)) + "\n")
