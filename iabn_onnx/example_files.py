@@ -15,7 +15,8 @@ the same on every run. ``iabn-onnx examples`` also writes, for the exporters' co
 * ``paddle_cnn/model.pdmodel`` + ``model.pdiparams``: a Paddle saved inference model with four
   ``inplace_abn`` ops, as Paddle <= 2.5 wrote them (``examples.paddle_example_model``);
 * ``tiny_net.py``: PyTorch model code written against mapillary's ``inplace_abn`` package, and, when torch
-  is installed, ``tiny_net.pth``, a checkpoint of it (``{"state_dict": ...}``, as training scripts save).
+  is installed, ``tiny_net.pth``, a checkpoint of it (``{"state_dict": ...}``, as training scripts save);
+* ``calibration.npz``: 16 samples for the conv nets' input ``X`` (what ``iabn-onnx quantize`` reads).
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def write_examples(out: Path) -> list[Path]:
         written.append(target)
     (out / "tiny_net.py").write_text(TINY_NET)
     written.append(out / "tiny_net.py")
+    samples = np.random.default_rng(0).uniform(-1.0, 1.0, (16, 3, 16, 16)).astype(np.float32)
+    np.savez(out / "calibration.npz", X=samples)
+    written.append(out / "calibration.npz")
     checkpoint = _tiny_net_checkpoint(out / "tiny_net.pth")
     if checkpoint is not None:
         written.append(checkpoint)

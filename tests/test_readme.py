@@ -1,12 +1,16 @@
-"""Every command and snippet in README.md runs, so the README cannot rot.
+"""Every command and snippet in README.md and docs/ runs, so the pages cannot rot.
 
-* The two set-up commands: the test command is exactly ``.ci/run``'s (CI runs it); the demo half of the
+* The README's two set-up commands: the test command is exactly ``.ci/run``'s (CI runs it); the demo half of the
   first one runs here (the ``pip install`` halves are what CI's fresh install does).
-* Every ```python block runs as a saved script (``python snippet.py``) from an empty temporary folder, with the
-  repository off ``sys.path``, as a user would run it: a snippet that needs the checkout's ``tests/`` or
-  ``models/`` fails. A line ``print(...)    # expected`` must print ``expected``.
-* Every other ```bash line runs in that scratch directory; benchmark scripts get flags that shrink them
-  (fewer sizes, one repeat) and write their results to the scratch directory.
+* Every ```python block of README.md and docs/*.md runs as a saved script (``python snippet.py``) from an empty
+  folder, with the repository off ``sys.path``, as a user would run it. A line ``print(...)    # expected`` must
+  print ``expected``.
+* The README's other ```bash lines run in order, as one shell script, from one empty folder, with the package
+  as installed: what a reader does after ``pip install`` (``iabn-onnx examples`` writes the files they use).
+* docs/benchmarks.md's ```bash lines are the benchmark scripts: each runs in a scratch folder of a checkout, with
+  flags that shrink it (fewer sizes, one repeat), writing its results there.
+* Every report block in those pages is what ``benchmarks/report.py`` renders from the results files; the README
+  has at most 300 lines, and every relative link in the pages points to a file that exists.
 """
 
 from __future__ import annotations
@@ -23,16 +27,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
 SETUP_DEMO = "pip install -e . && iabn-onnx demo"
 SETUP_TESTS = 'pip install -e ".[test]" && python -m pytest -q'
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def _blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
-def _bash_lines() -> list[str]:
-    return [line.strip() for block in _blocks("bash") for line in block.splitlines() if line.strip()]
+def _bash_lines(text: str = README) -> list[str]:
+    return [line.strip() for block in _blocks("bash", text) for line in block.splitlines() if line.strip()]
 
 
 # benchmark scripts: extra flags that make them finish in seconds (results go to the scratch dir)
@@ -48,22 +53,19 @@ SHRINK = {
     "benchmarks/bench_plain_export.py": "--networks wider_resnet20 --batches 1 --rounds 2 --calls 1 --json pe.json",
     "benchmarks/bench_install_size.py": "--json i.json",
     "benchmarks/bench_paddle.py": "--batches 1 --repeat 1 --side 32 --width 8 --json p.json",
-    "benchmarks/report.py": "--readme README.md",  # the scratch copy, not the repository's README
+    "benchmarks/bench_quantize.py": "--networks wider_resnet20 --batches 1 --repeat 1 --json q.json",
+    # the scratch copies of the pages, not the repository's
+    "benchmarks/report.py": "--pages README.md docs/benchmarks.md docs/deployment.md",
 }
-COMMANDS = [line for line in _bash_lines() if not line.startswith("pip install")]
+README_COMMANDS = [line for line in _bash_lines() if not line.startswith("pip install")]
+BENCHMARK_COMMANDS = _bash_lines(DOCS["benchmarks.md"])
 
 
-def _scratch(tmp_path: Path) -> Path:
-    (tmp_path / "models").symlink_to(ROOT / "models")
-    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
-    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the Paddle checkpoint fixtures
-    (tmp_path / "README.md").write_text(README)
-    return tmp_path
-
-
-def _env() -> dict[str, str]:
+def _outside_env() -> dict[str, str]:
+    """The environment without the repository on PYTHONPATH: the package comes from its install."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
     return env
 
 
@@ -77,22 +79,19 @@ def test_setup_commands_are_the_documented_two_and_ci_runs_the_test_command():
 def test_demo_runs(tmp_path):
     command = SETUP_DEMO.split("&&", 1)[1].strip()
     proc = subprocess.run(
-        shlex.split(command), cwd=_scratch(tmp_path), env=_env(), capture_output=True, text=True, timeout=300
+        shlex.split(command), cwd=tmp_path, env=_outside_env(), capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
     assert "InplaceABN nodes" in proc.stdout and "max |diff|" in proc.stdout
 
 
-def _outside_env() -> dict[str, str]:
-    """The environment without the repository on PYTHONPATH: the package comes from its install."""
-    env = dict(os.environ)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
-    env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env
+SNIPPETS = [(name, s) for name, text in [("README.md", README), *DOCS.items()] for s in _blocks("python", text)]
 
 
-@pytest.mark.parametrize("snippet", _blocks("python"), ids=lambda s: s.strip().splitlines()[0][:40])
-def test_python_snippet(snippet, tmp_path):
+@pytest.mark.parametrize(
+    ("page", "snippet"), SNIPPETS, ids=[f"{p}:{s.strip().splitlines()[0][:40]}" for p, s in SNIPPETS]
+)
+def test_python_snippet(page, snippet, tmp_path):
     folder = tmp_path / "empty"
     folder.mkdir()
     (folder / "snippet.py").write_text(snippet)
@@ -104,34 +103,70 @@ def test_python_snippet(snippet, tmp_path):
         assert expected.strip() in proc.stdout, (expected, proc.stdout)
 
 
+def test_readme_commands_run_in_order_from_an_empty_folder(tmp_path):
+    """As a reader types them after ``pip install``: one shell, one empty folder, the installed package."""
+    assert README_COMMANDS and README_COMMANDS[0].startswith("iabn-onnx examples")
+    lines = []
+    for command in README_COMMANDS:
+        lines += [f"echo '$ {command}'", command]
+    script = "set -e\n" + "\n".join(lines) + "\n"
+    proc = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=_outside_env(), capture_output=True, text=True, timeout=900
+    )
+    ran = [line[2:] for line in proc.stdout.splitlines() if line.startswith("$ ")]
+    assert proc.returncode == 0, f"failed at: {ran[-1] if ran else '?'}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert ran == README_COMMANDS
+
+
+def _scratch(tmp_path: Path) -> Path:
+    (tmp_path / "models").symlink_to(ROOT / "models")
+    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the Paddle checkpoint fixtures
+    (tmp_path / "README.md").write_text(README)
+    (tmp_path / "docs").mkdir()
+    for name, text in DOCS.items():
+        (tmp_path / "docs" / name).write_text(text)
+    return tmp_path
+
+
 #: what a command needs beyond the test extra (CI installs it; elsewhere the command is skipped)
 NEEDS = {"benchmarks/bench_paddle.py": "paddle"}
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_bash_command(command, tmp_path):
+@pytest.mark.parametrize("command", BENCHMARK_COMMANDS)
+def test_benchmark_command(command, tmp_path):
     args = shlex.split(command)
-    needed = NEEDS.get(args[1]) if len(args) > 1 else None
+    assert args[0] == "python" and args[1] in SHRINK, f"{command}: add its quick flags to SHRINK"
+    needed = NEEDS.get(args[1])
     if needed and importlib.util.find_spec(needed) is None:
         pytest.skip(f"{args[1]} needs {needed}")
-    if args[0] == "python" and len(args) > 1 and args[1].startswith("benchmarks/"):
-        # without a shrink entry, a benchmark would write its full results over the repository's
-        assert args[1] in SHRINK, f"{args[1]}: add its quick flags to SHRINK"
-    if args[0] == "python" and len(args) > 1 and args[1] in SHRINK:
-        args = [sys.executable, *args[1:], *shlex.split(SHRINK[args[1]])]
-    elif args[0] == "python":
-        args[0] = sys.executable
-    proc = subprocess.run(args, cwd=_scratch(tmp_path), env=_env(), capture_output=True, text=True, timeout=900)
+    args = [sys.executable, *args[1:], *shlex.split(SHRINK[args[1]])]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(args, cwd=_scratch(tmp_path), env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip(), "every documented command reports what it did"
 
 
-def test_readme_figures_are_rendered_from_the_results():
-    """Every report block in the README is exactly what benchmarks/report.py renders from the JSON."""
+def test_every_figure_is_rendered_from_the_results():
+    """Every report block in the pages is exactly what benchmarks/report.py renders from the JSON."""
     sys.path.insert(0, str(ROOT))
     from benchmarks import report
 
-    for name in report.BLOCKS:
-        match = report.block_pattern(name).search(README)
-        assert match, f"README has no <!-- report:{name} --> block"
-        assert match.group(1) == report.render(name), f"README block {name!r}: run python benchmarks/report.py --write"
+    found = set()
+    for page in report.PAGES:
+        text = page.read_text()
+        for name in report.BLOCKS:
+            for match in report.block_pattern(name).finditer(text):
+                found.add(name)
+                assert match.group(1) == report.render(name), f"{page.name} block {name!r}: run report.py --write"
+    assert found == set(report.BLOCKS)
+
+
+def test_readme_is_short_and_every_link_exists():
+    assert len(README.splitlines()) <= 300
+    for name, text in [("README.md", README), *(("docs/" + n, t) for n, t in DOCS.items())]:
+        base = ROOT if name == "README.md" else ROOT / "docs"
+        for target in re.findall(r"\]\(([^)#]+?)\)", text):
+            if "://" not in target:
+                assert (base / target).exists(), f"{name} links to {target}, which does not exist"
