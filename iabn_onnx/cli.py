@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="the ONNX model file")
     c.set_defaults(func="cmd_check")
 
-    f = parser("fold", help="fold frozen InplaceABN nodes into standard ops")
+    f = parser("fold", help="rewrite every InplaceABN node as standard ONNX ops (frozen ones into their producers)")
     f.add_argument("model", help="the ONNX model file")
     f.add_argument("-o", "--output", required=True, help="where to write the folded model")
     f.add_argument(
