@@ -407,25 +407,37 @@ def summary_lines(data: dict) -> list[str]:
     startup, paddle = data["session_startup.json"], data["paddle.json"]
     runs = [run for net in nets["networks"].values() for run in net["runs"]]
     span = lambda v: _span([run["ratio_to_" + ANCHOR][v] for run in runs])
-    int8 = {b: [row["speedup_vs_torch_export_opt"]["int8"] for rows in quant["networks"].values() for row in rows
-                if row["batch"] == b] for b in (1, 8)}  # fmt: skip
+
+    def speedups(variant: str, batch: int) -> str:
+        named = [n for n in ("resnet50", "tresnet_m") if n in quant["networks"]] or list(quant["networks"])[:2]
+        cells = [
+            next(r for r in quant["networks"][n] if r["batch"] == batch)["speedup_vs_torch_export_opt"] for n in named
+        ]
+        return " / ".join(f"{c[variant]:.2f}×" for c in cells if variant in c) + f" at batch {batch}"
+
+    named = " / ".join(n for n in ("resnet50", "tresnet_m") if n in quant["networks"]) or "the first networks"
     resnet = startup["networks"].get("resnet50") or next(iter(startup["networks"].values()))
     r = resnet["ratio_to_folded"]
     session = [run["ratio_to_paddle_inference"]["session"] for run in paddle["runs"]]
     rows = [
-        ("default `InferenceSession`, time per run", f"{span('plugin')}× torch's best fp32 export", nets),
-        ("folded model on plain onnxruntime", f"{span('folded')}× torch's best fp32 export", nets),
+        ("default `InferenceSession`", f"time per run {span('plugin')}× torch's best fp32 export's", nets),
+        ("folded model on plain onnxruntime", f"time per run {span('folded')}× torch's best fp32 export's", nets),
         (
-            "int8 (`quantize`) on onnxruntime",
-            f"{_span(int8[8])}× faster than torch's fp32 export at batch 8, {_span(int8[1])}× at batch 1",
+            f"int8 (`quantize`) on onnxruntime, {named}",
+            f"{speedups('int8', 8)}, {speedups('int8', 1)} faster than torch's fp32 export; the same file on "
+            f"OpenVINO {speedups('openvino_int8', 8)}",
             quant,
         ),
         (
             "ResNet-50 start-up + first run",
-            f"{r['session_cold']:.2f}× plain onnxruntime in a file's first process, {r['session']:.2f}× cached",
+            f"{r['session_cold']:.2f}× plain onnxruntime's in a file's first process, {r['session']:.2f}× cached",
             startup,
         ),
-        ("a Paddle program with `inplace_abn` ops", f"{_span(session)}× Paddle 2.6.2's own predictor", paddle),
+        (
+            "a Paddle program with `inplace_abn` ops",
+            f"time per run {_span(session)}× Paddle 2.6.2's predictor's",
+            paddle,
+        ),
     ]
     lines = ["| what | figure | taken on |", "|---|---|---|"]
     lines += [f"| {what} | {figure} | {_cpu(source)} |" for what, figure, source in rows]
