@@ -12,6 +12,7 @@ import onnx
 from onnx import NodeProto, TensorProto
 
 from ..graph import graphs, infer_shapes_light
+from ..model_source import ModelSource, as_model
 from .schema import (
     DOMAIN,
     INPUT_NAMES,
@@ -131,8 +132,10 @@ def check_node(node: NodeProto, table: dict[str, TensorInfo]) -> CheckedNode:
     return CheckedNode(name, attrs, x_type)
 
 
-def check_model_nodes(model: onnx.ModelProto, table: dict[str, TensorInfo] | None = None) -> list[CheckedNode]:
-    """Validate the opset import and every InplaceABN node (subgraphs too); raise on the first fault."""
+def check_model_nodes(model: ModelSource, table: dict[str, TensorInfo] | None = None) -> list[CheckedNode]:
+    """Validate the opset import and every InplaceABN node (subgraphs too) of ``model`` (a path, bytes or a
+    ModelProto); raise on the first fault."""
+    model = as_model(model)
     check_opset(model)
     table = type_table(model) if table is None else table
     checked = []
