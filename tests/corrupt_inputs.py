@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iabn_onnx.runtime.outline import _varint
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: exceptions a model file may raise from our API: the file is not a model, or a node is invalid
@@ -56,15 +58,6 @@ PADDLE_ERRORS = {"FileNotFoundError", "ProgramError", "CheckpointError", "Paddle
 
 
 # ---------------------------------------------------------------- mutations
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _length_positions(data: bytes, pos: int, stop: int, depth: int, out: list[tuple[int, int]]) -> None:
