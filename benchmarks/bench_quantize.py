@@ -6,7 +6,8 @@ medians of alternating blocks of runs (``timing.block_medians``) of:
 * ``torch_export_opt``: the same network in BatchNorm2d+activation form, ``torch.onnx.export(dynamo=True,
   optimize=True)``, on onnxruntime (the anchor: torch's best fp32 export);
 * ``folded``: ``iabn_onnx.fold``'s fp32 model on onnxruntime;
-* ``int8``: ``iabn_onnx.quantize``'s QDQ model (calibrated on 16 random inputs) on onnxruntime;
+* ``int8``: ``iabn_onnx.quantize``'s QDQ model (calibrated on 16 random inputs; the weight scheme its default
+  measured and chose, recorded) on onnxruntime; ``int8_per_channel``: the same with per-channel weights forced;
 * with OpenVINO installed: ``openvino_f32`` (the folded file, ``INFERENCE_PRECISION_HINT=f32``),
   ``openvino_default`` (the folded file, OpenVINO's default precision: bf16 on CPUs with AMX) and
   ``openvino_int8`` (the int8 file).
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
+#: network -> the weight scheme quantize's default chose, and why
+WEIGHTS: dict[str, str] = {}
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -51,6 +54,7 @@ def export(name: str, workdir: Path) -> dict[str, Path]:
 
     import iabn_onnx
     from benchmarks.architectures import IMAGE_SIZE, build, to_batchnorm
+    from iabn_onnx.quantization import quantize_with_report
 
     side = IMAGE_SIZE.get(name, 224)
     net = build(name)
@@ -60,11 +64,15 @@ def export(name: str, workdir: Path) -> dict[str, Path]:
     torch_opt = torch.onnx.export(to_batchnorm(net), (x,), dynamo=True, optimize=True, dynamic_shapes=dynamic)
     folded = iabn_onnx.fold(plugin)
     calibration = np.random.default_rng(0).standard_normal((16, 3, side, side)).astype(np.float32)
-    int8 = iabn_onnx.quantize(folded, {folded.graph.input[0].name: calibration})
-    paths = {k: workdir / f"{name}.{k}.onnx" for k in ("torch_export_opt", "folded", "int8")}
+    samples = {folded.graph.input[0].name: calibration}
+    int8, report = quantize_with_report(folded, samples)  # the default: the weight scheme measured here
+    per_channel = iabn_onnx.quantize(folded, samples, per_channel=True)
+    paths = {k: workdir / f"{name}.{k}.onnx" for k in ("torch_export_opt", "folded", "int8", "int8_per_channel")}
     onnx.save(torch_opt.model_proto, str(paths["torch_export_opt"]))
     onnx.save(folded, str(paths["folded"]))
     onnx.save(int8, str(paths["int8"]))
+    onnx.save(per_channel, str(paths["int8_per_channel"]))
+    WEIGHTS[name] = report.weights
     return paths
 
 
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
             paths = export(name, Path(tmp))
             rows = [time_network(name, paths, batch, args.repeat) for batch in args.batches]
             results["networks"][name] = rows
+            results.setdefault("weights", {})[name] = WEIGHTS[name]
             for row in rows:
                 speed = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_torch_export_opt"].items())
                 print(f"{name} batch {row['batch']}: {speed}", flush=True)

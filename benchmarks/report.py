@@ -364,7 +364,8 @@ def extras_lines(data: dict) -> list[str]:
 def quantize_lines(data: dict) -> list[str]:
     from benchmarks.bench_quantize import ISA_FLAGS
 
-    variants = ["torch_export_opt", "folded", "int8", "openvino_f32", "openvino_default", "openvino_int8"]
+    variants = ["torch_export_opt", "folded", "int8", "int8_per_channel", "openvino_f32", "openvino_default",
+                "openvino_int8"]  # fmt: skip
     first = next(iter(data["networks"].values()))[0]
     shown = [v for v in variants if v in first["median_s"]]
     lines = [
@@ -380,10 +381,13 @@ def quantize_lines(data: dict) -> list[str]:
             cells = []
             for v in shown:
                 cell = f"{row['median_s'][v] * 1e3:.1f} ms ({row['speedup_vs_torch_export_opt'][v]:.2f}×)"
-                if v in ("int8", "openvino_int8"):
+                if v in ("int8", "int8_per_channel", "openvino_int8"):
                     cell += f" [{row['top1_agreement_with_folded'][v]:.0%}]"
                 cells.append(cell)
             lines.append(f"| {name} | {row['batch']} | " + " | ".join(cells) + " |")
+    if data.get("weights"):
+        lines += ["", "The weights `quantize` chose by default (`int8`):", ""]
+        lines += [f"* {name}: {why}" for name, why in data["weights"].items()]
     flags = data["cpu_flags"]
     have = ", ".join(f for f in ISA_FLAGS if flags.get(f)) or "none of them"
     lacks = ", ".join(f for f in ISA_FLAGS if not flags.get(f))

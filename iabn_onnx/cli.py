@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize",
         help="fold, then quantize to int8 (QDQ) with onnxruntime's quantizer; optionally check accuracy",
         description="Fold MODEL, quantize it with onnxruntime.quantization (static QDQ: uint8 activations, int8 "
-        "weights, per-channel by default) calibrated on the samples in DATA.npz (arrays by input name, samples "
+        "weights per channel or per tensor, whichever measures faster here and as accurate) calibrated on the samples in DATA.npz (arrays by input name, samples "
         "stacked on axis 0), and write OUT. With --check, compare the fp32 and int8 models on held-out samples "
         "(a 'labels' array gives accuracy) and refuse to write when they differ past the thresholds.",
     )
@@ -176,7 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="without labels: refuse when fp32 and int8 agree on top-1 for less (default: %(default)s)",
     )
-    q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
+    q.add_argument(
+        "--weights",
+        choices=["auto", "per-channel", "per-tensor"],
+        default="auto",
+        help="int8 weight scales per output channel (symmetric) or per tensor (asymmetric, faster in onnxruntime "
+        "on VNNI/AMX CPUs); auto: per tensor where it measures faster here and as accurate (default: %(default)s)",
+    )
     q.add_argument("--force", action="store_true", help=force_help)
     q.set_defaults(func="cmd_quantize")
 

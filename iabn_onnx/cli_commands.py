@@ -419,7 +419,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         quantized, report = quantize_with_report(
             model,
             args.calibration,
-            per_channel=not args.per_tensor,
+            per_channel={"auto": "auto", "per-channel": True, "per-tensor": False}[args.weights],
             check=args.check,
             max_accuracy_drop=args.max_accuracy_drop,
             min_top1_agreement=args.min_agreement,

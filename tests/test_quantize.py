@@ -84,6 +84,26 @@ def test_api_takes_a_path_a_mapping_or_feeds_and_reports(tmp_path):
     assert isinstance(model, onnx.ModelProto)
 
 
+@pytest.mark.parametrize("per_channel", [True, False, "auto"])
+def test_weight_schemes(per_channel):
+    """Per channel: symmetric weights (zero points 0), a scale per output channel; per tensor: asymmetric, one
+    scale; auto: one of the two, and the report says which and why (both measured here)."""
+    samples = np.random.default_rng(5).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    model, report = quantize_with_report(MODELS / "convnet_leaky_relu.onnx", {"X": samples}, per_channel=per_channel)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    scales = [inits[dequantize[w].input[1]] for w in conv_weights]
+    zero_points = [inits[dequantize[w].input[2]] for w in conv_weights]
+    if per_channel == "auto":
+        assert report.weights.startswith(("per-channel", "per-tensor")) and "calibration samples" in report.weights
+        per_channel = report.weights.startswith("per-channel")
+    assert all((s.ndim == 1 and s.size > 1) == per_channel for s in scales)
+    assert all(not z.any() for z in zero_points) == per_channel  # asymmetric per-tensor weights: nonzero points
+    with pytest.raises(ValueError, match="per_channel"):
+        iabn_onnx.quantize(MODELS / "convnet_leaky_relu.onnx", {"X": samples}, per_channel="sometimes")
+
+
 def test_training_mode_batch_statistics_stay_float(tmp_path):
     g = np.random.default_rng(1)
     samples = g.standard_normal((8, 3, 16, 16)).astype(np.float32)
