@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fold, then quantize to int8 (QDQ) with onnxruntime's quantizer; optionally check accuracy",
         description="Fold MODEL, quantize it with onnxruntime.quantization (static QDQ: uint8 activations, int8 "
         "weights per channel or per tensor, whichever measures faster here and as accurate) calibrated on the "
-        "samples in DATA.npz (arrays by input name, samples stacked on axis 0), and write OUT. With --check, compare the fp32 and int8 models on held-out samples "
-        "(a 'labels' array gives accuracy) and refuse to write when they differ past the thresholds.",
+        "samples in DATA.npz (arrays by input name, samples stacked on axis 0), and write OUT. With --check, "
+        "compare the fp32 and int8 models on held-out samples (a 'labels' array gives accuracy) and refuse to "
+        "write when they differ past the thresholds.",
     )
     q.add_argument("model", help="the ONNX model file")
     q.add_argument("--calibration", required=True, metavar="DATA.npz", help="calibration samples by input name")
