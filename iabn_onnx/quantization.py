@@ -324,10 +324,10 @@ def _quantize_static(
 def _timing_batch(feed_list: list[dict[str, np.ndarray]], session: Any) -> dict[str, np.ndarray]:
     """Up to 8 calibration samples in one batch when the model takes it (a clearer signal than one sample),
     else the first calibration feed."""
-    stacked = {name: np.concatenate([f[name] for f in feed_list[:8]]) for name in feed_list[0]}
     try:
+        stacked = {name: np.concatenate([f[name] for f in feed_list[:8]]) for name in feed_list[0]}
         session.run(None, stacked)
-    except Exception:  # a static batch dimension
+    except Exception:  # feeds of different shapes, or a static batch dimension
         return feed_list[0]
     return stacked
 
