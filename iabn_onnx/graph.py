@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,23 @@ def tensors(graph: GraphProto) -> Iterator[TensorProto]:
 #: serialized models above this size are written with external data (protobuf cannot hold more
 #: than 2 GiB in one message; this leaves room for everything but the tensors)
 INLINE_LIMIT = 1 << 30
+
+
+#: an input a feed must give: its dtype and dims (None where symbolic)
+InputSpec = tuple[np.dtype, tuple[int | None, ...]]
+
+
+def feed_inputs(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> dict[str, InputSpec]:
+    """The main graph's inputs that are not initializers (nor in ``exclude``), by name, in order."""
+    skip = {i.name for i in model.graph.initializer} | set(exclude)
+    found = {}
+    for vi in model.graph.input:
+        if vi.name in skip:
+            continue
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        found[vi.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims)
+    return found
 
 
 def save_model(model: onnx.ModelProto, path: str, external: bool = False) -> bool:

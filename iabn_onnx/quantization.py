@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .graph import InputSpec, feed_inputs
 from .model_source import ModelSource, as_model
 
 Samples = str | os.PathLike | Mapping[str, Any] | Iterable[Mapping[str, Any]]
@@ -99,25 +100,6 @@ class QuantizeReport:
 
 
 # -- data ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Input:
-    name: str
-    dtype: np.dtype
-    dims: tuple[int | None, ...]  # None: symbolic
-
-
-def _model_inputs(model: onnx.ModelProto) -> list[_Input]:
-    inits = {i.name for i in model.graph.initializer}
-    out = []
-    for value in model.graph.input:
-        if value.name in inits:
-            continue
-        t = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-        out.append(_Input(value.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)), dims))
-    return out
-
-
 def _load(data: Samples, what: str) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]] | None, str]:
     """(stacked samples by name, or feed dicts) and where they came from."""
     if isinstance(data, (str, os.PathLike)):
@@ -134,24 +116,25 @@ def _load(data: Samples, what: str) -> tuple[Mapping[str, Any] | None, list[Mapp
     return None, list(data), f"the {what} feeds"
 
 
-def _check_array(value: Any, spec: _Input, where: str, stacked: bool) -> np.ndarray:
+def _check_array(value: Any, name: str, spec: InputSpec, where: str, stacked: bool) -> np.ndarray:
     array = np.asarray(value)
-    if array.dtype != spec.dtype:
-        raise CalibrationDataError(f"{where}: input '{spec.name}' must be {spec.dtype.name}, got {array.dtype.name}")
-    sample_dims = spec.dims[1:] if stacked else spec.dims
+    dtype, dims = spec
+    if array.dtype != dtype:
+        raise CalibrationDataError(f"{where}: input '{name}' must be {dtype.name}, got {array.dtype.name}")
+    sample_dims = dims[1:] if stacked else dims
     shape = array.shape[1:] if stacked else array.shape
     if stacked and array.ndim == 0:
-        raise CalibrationDataError(f"{where}: input '{spec.name}' is a scalar, not samples stacked on axis 0")
+        raise CalibrationDataError(f"{where}: input '{name}' is a scalar, not samples stacked on axis 0")
     if len(shape) != len(sample_dims) or any(d is not None and d != n for d, n in zip(sample_dims, shape)):
         want = ["N" if d is None else d for d in sample_dims]
         raise CalibrationDataError(
-            f"{where}: input '{spec.name}' samples have shape {list(shape)}, the model wants {want}"
+            f"{where}: input '{name}' samples have shape {list(shape)}, the model wants {want}"
             + (" (after the sample axis)" if stacked else "")
         )
     if array.size == 0 or (stacked and array.shape[0] == 0):
-        raise CalibrationDataError(f"{where}: input '{spec.name}' holds no sample")
+        raise CalibrationDataError(f"{where}: input '{name}' holds no sample")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise CalibrationDataError(f"{where}: input '{spec.name}' holds NaN or infinite values")
+        raise CalibrationDataError(f"{where}: input '{name}' holds NaN or infinite values")
     return array
 
 
@@ -159,8 +142,8 @@ def feeds(
     model: onnx.ModelProto, data: Samples, what: str = "calibration"
 ) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
     """The feeds ``data`` gives, checked against the model's inputs; and the labels, when it has them."""
-    specs = _model_inputs(model)
-    names = {s.name for s in specs}
+    specs = feed_inputs(model)
+    names = set(specs)
     stacked, feed_list, where = _load(data, what)
     labels = None
     if stacked is not None:
@@ -170,7 +153,7 @@ def feeds(
         missing = sorted(names - set(stacked))
         if missing:
             raise CalibrationDataError(f"{where}: no samples for input '{missing[0]}'")
-        arrays = {s.name: _check_array(stacked[s.name], s, where, stacked=True) for s in specs}
+        arrays = {n: _check_array(stacked[n], n, spec, where, stacked=True) for n, spec in specs.items()}
         counts = {len(a) for a in arrays.values()}
         if len(counts) != 1:
             raise CalibrationDataError(f"{where}: the inputs hold different numbers of samples ({sorted(counts)})")
@@ -179,7 +162,7 @@ def feeds(
             labels = np.asarray(stacked[LABELS])
             if labels.shape != (count,) or labels.dtype.kind not in "iu":
                 raise CalibrationDataError(f"{where}: 'labels' must be {count} integers, one per sample")
-        batch = next((s.dims[0] for s in specs if s.dims and s.dims[0] is not None), 1)
+        batch = next((dims[0] for _, dims in specs.values() if dims and dims[0] is not None), 1)
         out = [{n: a[i : i + batch] for n, a in arrays.items()} for i in range(0, count - batch + 1, batch)]
         if not out:
             raise CalibrationDataError(f"{where}: {count} samples, fewer than the model's batch of {batch}")
@@ -195,7 +178,9 @@ def feeds(
         missing = sorted(names - set(feed))
         if missing:
             raise CalibrationDataError(f"{where}, feed {k}: no value for input '{missing[0]}'")
-        checked.append({s.name: _check_array(feed[s.name], s, f"{where}, feed {k}", stacked=False) for s in specs})
+        checked.append(
+            {n: _check_array(feed[n], n, spec, f"{where}, feed {k}", stacked=False) for n, spec in specs.items()}
+        )
     return checked, None
 
 

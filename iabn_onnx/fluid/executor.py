@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..graph import InputSpec, feed_inputs
 from ..op.schema import InplaceABNAttrs, is_inplace_abn
 from .program import FluidError, Program, Variable, default_main_program
 
@@ -126,7 +127,7 @@ def global_scope() -> Scope:
 @dataclass
 class _Runnable:
     session: Any
-    inputs: dict[str, tuple[np.dtype, tuple[int | None, ...]]]  # fed by the caller
+    inputs: dict[str, InputSpec]  # fed by the caller
     moving_inputs: list[str]  # fed from the parameters
     updates: dict[str, str]  # output -> the moving statistic it updates
     fetch: list[str]
@@ -167,18 +168,6 @@ def _with_moving_statistics(model: onnx.ModelProto) -> tuple[onnx.ModelProto, li
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return out, moving, updates
-
-
-def _graph_inputs(model: onnx.ModelProto, exclude: Sequence[str]) -> dict[str, tuple[np.dtype, tuple[int | None, ...]]]:
-    inits = {i.name for i in model.graph.initializer}
-    found = {}
-    for vi in model.graph.input:
-        if vi.name in inits or vi.name in exclude:
-            continue
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
-        found[vi.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims)
-    return found
 
 
 def _fetch_name(item: Any) -> str:
@@ -250,7 +239,7 @@ class Executor:
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.intra_op_threads
         session = InferenceSession(model, options)
-        runnable = _Runnable(session, _graph_inputs(model, moving), moving, updates, fetch)
+        runnable = _Runnable(session, feed_inputs(model, moving), moving, updates, fetch)
         self._cache[key] = (self._fingerprint(program, params, moving), runnable)
         return runnable
 
