@@ -411,9 +411,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     _check_output_path(args.output, args.force)
     model = _load(args.model)
-    for path in (args.calibration, args.check):
-        if path is not None and not os.path.isfile(path):
-            raise CliError(f"no such data file: {path}", EXIT_USAGE)
     _progress(f"quantizing {args.model}")
     try:
         quantized, report = quantize_with_report(
@@ -424,7 +421,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             max_accuracy_drop=args.max_accuracy_drop,
             min_top1_agreement=args.min_agreement,
         )
-    except CalibrationDataError as exc:
+    except (FileNotFoundError, CalibrationDataError) as exc:  # "no such calibration file: ...", or its fault
         raise CliError(str(exc), EXIT_USAGE) from None
     except QuantizeCheckError as exc:
         raise CliError(f"check failed, nothing written: {exc}", EXIT_REJECTED) from None

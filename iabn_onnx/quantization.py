@@ -19,7 +19,6 @@ check past its threshold raises ``QuantizeCheckError`` (the CLI then writes noth
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +31,7 @@ import onnx
 
 from .graph import InputSpec, feed_inputs
 from .model_source import ModelSource, as_model
+from .quiet_logging import quiet_logger
 
 Samples = str | os.PathLike | Mapping[str, Any] | Iterable[Mapping[str, Any]]
 LABELS = "labels"
@@ -259,7 +259,8 @@ def quantize_with_report(
             f"calibrate_method {calibrate_method!r}: one of {[m.name for m in CalibrationMethod]}"
         ) from None
     schemes = [True, False] if per_channel == "auto" else [bool(per_channel)]
-    with tempfile.TemporaryDirectory(prefix="iabn_quantize_") as tmp, _quiet_root_logger():
+    # the quantizer's advice goes to the root logger; the report says what matters
+    with tempfile.TemporaryDirectory(prefix="iabn_quantize_") as tmp, quiet_logger():
         folded_path, prepared = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "prepared.onnx")
         onnx.save(folded, folded_path)
         quant_pre_process(folded_path, prepared, skip_symbolic_shape=True)
@@ -357,20 +358,6 @@ def _choose_scheme(
         f"{agreement[False]:.0%} vs {agreement[True]:.0%}, mean |diff| {mean_diff[False]:.3g} vs {mean_diff[True]:.3g}"
     )
     return choice, f"{_SCHEMES[choice]} ({why})"
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime's quantizer logs advice through the root logger; the report says what matters."""
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _count(feed: Mapping[str, np.ndarray]) -> int:

@@ -45,6 +45,7 @@ import onnx
 from ..graph import ensure_opset_import
 from ..op.function import add_function_fallback
 from ..op.schema import DOMAIN, OPSET_VERSION, Activation, InplaceABNAttrs, is_inplace_abn, register_schema
+from ..quiet_logging import quiet_logger
 from .torch_functions import FunctionalForm, patched_functions
 from .torch_modules import (
     Describe,
@@ -166,19 +167,6 @@ def _patched_modules(model: Any, modules: Mapping[type | str, Describe]) -> Iter
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    import logging
-
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
 def _mode(model: Any, training_mode: Any) -> Iterator[None]:
     """Apply torch.onnx.TrainingMode (default EVAL) for the export; always restore."""
     torch = _torch()
@@ -252,7 +240,7 @@ def export_torch(
         # torch's own deprecation inside torch.export (not the user's code), and its exporter's notes that
         # torchvision's ops are not registered (they concern models that use torchvision's ops)
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec.*LeafSpec")
-        stack.enter_context(_quiet_logger("torch.onnx._internal.exporter._registration"))
+        stack.enter_context(quiet_logger("torch.onnx._internal.exporter._registration"))
         try:
             program = torch.onnx.export(model, args, custom_translation_table=table, **kwargs)
         except Exception as exc:
