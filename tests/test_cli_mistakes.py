@@ -87,6 +87,12 @@ MISTAKES = [
     # no option prefixes: --out is not --output, --input is not --inputs
     ("fold-option-prefix", ["fold", M, "--out", "out.onnx"], 2, "--out"),
     ("run-option-prefix", ["run", M, "--input", "x.npy"], 2, "--input"),
+    (
+        "quantize-no-calibration-file",
+        ["quantize", M, "--calibration", "nope.npz", "-o", "q.onnx"],
+        2,
+        "no such calibration file: nope.npz",
+    ),
     # an unreadable model file: one wording, whichever command reads it
     (
         "run-not-a-model",
