@@ -331,8 +331,7 @@ def load_program(
 
     model = export_paddle(model_path, params_path, function_fallback=False)
     outputs = [o.name for o in model.graph.output if not o.name.endswith(UPDATED)]
-    inits = {i.name for i in model.graph.initializer}
-    feeds = [i.name for i in model.graph.input if i.name not in inits]
+    feeds = list(feed_inputs(model))
     parameters = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     program = LoadedProgram(os.fspath(model_path), model, feeds, outputs, parameters)
     _global_scope.register(program.parameters)
