@@ -121,14 +121,8 @@ def model_files(out: Path) -> list[Path]:
 
 def planned(out: Path) -> list[Path]:
     """Every file ``write_examples`` writes into ``out``."""
-    return (
-        [out / n for n in MODELS]
-        + [out / "paddle_cnn" / n for n in ("model.pdmodel", "model.pdiparams")]
-        + [
-            out / "tiny_net.py",
-            out / "tiny_net.pth",
-        ]
-    )
+    paddle = [out / "paddle_cnn" / n for n in ("model.pdmodel", "model.pdiparams")]
+    return [out / n for n in MODELS] + paddle + [out / n for n in ("tiny_net.py", "tiny_net.pth", "calibration.npz")]
 
 
 def write_examples(out: Path) -> list[Path]:

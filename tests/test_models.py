@@ -74,6 +74,10 @@ def test_examples_command_writes_the_models_the_program_and_the_torch_code(tmp_p
     assert "from inplace_abn import" in (out / "tiny_net.py").read_text()
     has_torch = importlib.util.find_spec("torch") is not None
     assert (out / "tiny_net.pth").is_file() == has_torch
+    from iabn_onnx.example_files import planned
+
+    written = {p for p in out.rglob("*") if p.is_file()}
+    assert written == {p for p in planned(out) if has_torch or p.name != "tiny_net.pth"}  # what --force guards
     again = run()
     assert again.returncode == 2 and "exist (pass --force" in again.stderr
     assert run("--force").returncode == 0
