@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 from .fluid.executor import CPUPlace, CUDAPlace, Executor, default_startup_program, global_scope, load_program
-from .fluid.executor import FetchTarget as _FetchTarget
 from .fluid.program import FluidError
 
 
@@ -45,7 +44,7 @@ def load_inference_model(path_prefix: str | os.PathLike[str] | None, executor: A
         program = load_program(model_file, params_file)
     else:
         program = load_program(path_prefix, params_file)
-    return [program, list(program.feed_names), [_FetchTarget(name) for name in program.fetch_names]]
+    return program.as_loaded()
 
 
 __all__ = [

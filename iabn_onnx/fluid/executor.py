@@ -71,6 +71,10 @@ class LoadedProgram:
     def __repr__(self) -> str:
         return f"LoadedProgram({self.path!r}, feed={self.feed_names}, fetch={self.fetch_names})"
 
+    def as_loaded(self) -> list[Any]:
+        """``[program, feed_target_names, fetch_targets]``, as Paddle's ``load_inference_model`` returns."""
+        return [self, list(self.feed_names), [FetchTarget(name) for name in self.fetch_names]]
+
 
 class _Tensor:
     """What ``find_var(name).get_tensor()`` gives: ``np.array(tensor)`` is the current value."""
@@ -318,8 +322,7 @@ def load_inference_model(
     base = os.fspath(dirname)
     model_path = os.path.join(base, model_filename) if model_filename else base
     params_path = os.path.join(base, params_filename) if params_filename else None
-    program = load_program(model_path, params_path)
-    return [program, list(program.feed_names), [FetchTarget(name) for name in program.fetch_names]]
+    return load_program(model_path, params_path).as_loaded()
 
 
 def load_program(
