@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
     import onnx
@@ -34,9 +34,10 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         if not data:
             raise ModelLoadError("empty byte string is not an ONNX model")
         try:
-            return onnx.load_model_from_string(data)
+            model = onnx.load_model_from_string(data)
         except Exception as exc:
             raise unreadable("bytes", exc) from None
+        return utf8_checked(model, "bytes")
     return load_model_file(source)[0]
 
 
@@ -55,7 +56,7 @@ def load_model_file(source: str | os.PathLike[str]) -> tuple[onnx.ModelProto, bo
             load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise unreadable(str(path), exc) from None
-    return _with_graph(model, path), external
+    return _with_graph(utf8_checked(model, str(path)), path), external
 
 
 def model_file(source: str | os.PathLike[str]) -> Path:
@@ -89,6 +90,33 @@ def unreadable(where: str, exc: BaseException) -> ModelLoadError:
     return ModelLoadError(f"{where}: not a valid ONNX model ({type(exc).__name__}: {' '.join(str(exc).split())})")
 
 
+def utf8_checked(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """``model``, unless a string field holds bytes that are not UTF-8: ONNX's strings are UTF-8, but
+    protobuf's parser does not check proto2 string fields; it hands such a value back as ``bytes``, and
+    a name read from it later fails deep inside a pass or in onnxruntime's error message."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    def first_bad(message: Any, path: str) -> str | None:
+        for field, value in message.ListFields():
+            # is_repeated is protobuf >= 5.28's; label, which it replaced, the older releases'
+            repeated = getattr(field, "is_repeated", None)
+            if repeated is None:
+                repeated = field.label == FieldDescriptor.LABEL_REPEATED
+            values = value if repeated else (value,)
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                found = next((p for v in values if (p := first_bad(v, f"{path}.{field.name}"))), None)
+                if found:
+                    return found
+            elif field.type == FieldDescriptor.TYPE_STRING and not all(isinstance(v, str) for v in values):
+                return f"{path}.{field.name}"
+        return None
+
+    bad = first_bad(model, "model")
+    if bad is not None:
+        raise ModelLoadError(f"{where}: not a valid ONNX model: {bad} holds bytes that are not UTF-8")
+    return model
+
+
 def as_model(source: ModelSource) -> onnx.ModelProto:
     """``source`` as a ModelProto: the object itself when it is one (the callers never change it),
     else the model loaded from the path or the bytes."""
@@ -106,4 +134,5 @@ __all__ = [
     "model_file",
     "no_graph",
     "unreadable",
+    "utf8_checked",
 ]

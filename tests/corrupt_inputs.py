@@ -406,7 +406,9 @@ def explain_difference(ours: dict, ort_: dict, changed: set[str]) -> str:
       version of our domain's opset import (``InplaceABNError`` names the node or the import).
       onnxruntime runs the node through its model-local function, which reads what it needs and
       checks nothing else: an unknown attribute, an epsilon out of range, an opset version 3 of
-      ``ai.iabn``, all run there.
+      ``ai.iabn``, all run there. Ours also refuses a string field that is not UTF-8 (ONNX's strings are;
+      protobuf's proto2 parser does not check them, and onnxruntime may run the file or fail decoding its
+      own error message).
     * onnxruntime refuses, ours runs: the fault is in what only the function fallback uses, the
       function itself or the ``ai.onnx.ml`` opset import its body needs. The session routes every
       node to standard ops or the kernel and removes both before onnxruntime sees the model.
@@ -417,6 +419,8 @@ def explain_difference(ours: dict, ort_: dict, changed: set[str]) -> str:
     if not ours["ok"]:
         if ours["error"] == "InplaceABNError" and changed & {f"node:{OP_TYPE}", f"opset_import:{DOMAIN}"}:
             return "explained: ours validates InplaceABN nodes and its opset version, the function fallback does not"
+        if ours["error"] == "ModelLoadError" and "not UTF-8" in ours["message"]:
+            return "explained: a string field is not UTF-8, which protobuf's proto2 parser does not check"
         return f"fault: unexplained, ours refuses ({ours['error']}: {ours['message']}), onnxruntime runs ({changed})"
     if changed & FALLBACK_PARTS and changed <= FALLBACK_PARTS | INERT_PARTS | {"opset_import:"}:
         return "explained: the fault is in what only the function fallback uses, which the session removes"

@@ -229,3 +229,27 @@ def test_an_unknown_group_field_is_skipped_as_protobuf_skips_it(tmp_path):
     path.write_bytes(unmatched)
     with pytest.raises(iabn_onnx.ModelLoadError):
         iabn_onnx.InferenceSession(path)
+
+
+def test_a_string_field_that_is_not_utf8_is_refused_naming_the_field(tmp_path):
+    """protobuf's parser takes it (proto2 does not check UTF-8) and hands the value back as bytes; a name read
+    from it later failed inside a pass (UnicodeDecodeError). Every reader now refuses it at load."""
+    data = _fallback_model().SerializeToString()
+    assert data.count(b"conv0.bias") >= 1
+    mutant = data.replace(b"conv0.bias", b"conv0.bi\xff\xfe")
+    assert _protobuf_accepts(mutant)
+    path = tmp_path / "latin.onnx"
+    path.write_bytes(mutant)
+    for read in (
+        iabn_onnx.InferenceSession,
+        iabn_onnx.fold,
+        iabn_onnx.convert,
+        lambda p: iabn_onnx.fold(p.read_bytes()),
+    ):
+        with pytest.raises(iabn_onnx.ModelLoadError, match="holds bytes that are not UTF-8"):
+            read(path)
+    assert ci.explain_difference(
+        {"ok": False, "error": "ModelLoadError", "message": "m.onnx: ... holds bytes that are not UTF-8"},
+        {"ok": True},
+        {"initializer"},
+    ).startswith("explained")

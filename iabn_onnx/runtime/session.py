@@ -38,7 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
-from ..model_source import ModelLoadError, ModelSource, load_model, load_model_file, model_file, no_graph, unreadable
+from ..model_source import (
+    ModelLoadError,
+    ModelSource,
+    load_model,
+    load_model_file,
+    model_file,
+    no_graph,
+    unreadable,
+    utf8_checked,
+)
 from ..op.names import DOMAIN
 from . import start_cache
 from .outline import Outline, Walked, parse_outline, walk_outline
@@ -63,6 +72,7 @@ def _parse_outline(walked: Walked, path: Path) -> Outline:
         outline = parse_outline(walked)
     except Exception as exc:  # protobuf's DecodeError
         raise unreadable(str(path), exc) from None
+    utf8_checked(outline.model, str(path))
     return outline
 
 
