@@ -1,10 +1,19 @@
 """int8 in one call: ``fold``, then onnxruntime's own static quantizer (QDQ), then an optional check.
 
     model -> fold (no custom node: the Conv/Gemm fusions quantization needs are open)
+          -> spatial ReduceMean as GlobalAveragePool (``passes.global_average_pool``: an int8 kernel)
           -> onnxruntime.quantization.quant_pre_process (its shape inference and graph optimization)
-          -> onnxruntime.quantization.quantize_static (QDQ; QUInt8 activations, QInt8 weights per channel,
-             or per tensor where that measures faster here and as accurate; MinMax calibration)
+          -> onnxruntime.quantization.quantize_static (QDQ; QUInt8 activations; QInt8 weights, per layer
+             symmetric per channel, or asymmetric per tensor where that layer measures faster here and
+             the whole model as accurate; MinMax calibration)
           -> [check: the fp32 and int8 models on held-out samples]
+
+Why per layer: onnxruntime's QLinearConv runs symmetric weights through its direct int8 convolution
+(VNNI) and asymmetric ones through its int8 GEMM (AMX where the CPU has it); which is faster depends on
+the layer's shape and on the CPU. ``per_channel="auto"`` quantizes both ways, reads each layer's kernel
+time from onnxruntime's profiler (one sample, and a batch of up to 8), and quantizes once more with
+per-tensor weights where those were 3% faster or more; it keeps that model if it is faster as a whole
+and agrees with fp32 on the calibration samples as well as the per-channel one does.
 
 Nothing here quantizes anything itself: the quantizer is onnxruntime's. What stays float is the
 quantizer's choice for ops without an int8 kernel (Elu, for one), and ours for the batch statistics
@@ -80,6 +89,7 @@ class QuantizeReport:
     kept_float: dict[str, int] = field(default_factory=dict)  # op type -> nodes running in float
     excluded: list[str] = field(default_factory=list)  # nodes kept float on purpose (batch statistics)
     calibration_samples: int = 0
+    global_pools: int = 0  # ReduceMean over the spatial axes given to the quantizer as GlobalAveragePool
     weights: str = ""  # which weight scheme, and why
     check: CheckResult | None = None
 
@@ -87,6 +97,8 @@ class QuantizeReport:
         out = [f"fold: {line}" for line in self.fold_lines]
         q = ", ".join(f"{n} {op}" for op, n in sorted(self.quantized.items()))
         out.append(f"int8 (QDQ) after calibration on {self.calibration_samples} samples: {q or 'no node'}")
+        if self.global_pools:
+            out.append(f"{self.global_pools} ReduceMean over the spatial axes quantized as GlobalAveragePool")
         if self.weights:
             out.append(f"weights: {self.weights}")
         if self.kept_float:
@@ -208,9 +220,9 @@ def quantize(
     """The int8 (QDQ) model of ``model`` (a path, bytes or ModelProto, never changed); see the module doc.
 
     ``per_channel``: True, symmetric int8 weights with a scale per output channel; False, asymmetric weights
-    with one scale per tensor, which onnxruntime runs through its faster int8 GEMM on CPUs with VNNI/AMX;
-    ``"auto"`` (default), both, keeping per-tensor only where it measures faster here and agrees with the
-    fp32 model on the calibration samples as well as per-channel does (the report gives both figures).
+    with one scale per tensor, which onnxruntime runs through its int8 GEMM (AMX where the CPU has it);
+    ``"auto"`` (default), per layer: per-tensor where that layer measures faster here, if the model then
+    agrees with fp32 on the calibration samples as well as the per-channel one (the report gives both).
 
     With ``check``, refuses (``QuantizeCheckError``) when top-1 agreement falls below
     ``min_top1_agreement`` or, given labels, accuracy drops by more than ``max_accuracy_drop`` points.
@@ -239,7 +251,9 @@ def quantize_with_report(
     """``quantize``, and what it did (``QuantizeReport.lines()``)."""
     from onnxruntime.quantization import CalibrationMethod, quant_pre_process
 
+    from .op.validation import type_table
     from .passes.fold import fold_with_report
+    from .passes.global_average_pool import global_average_pools
     from .passes.standard_form import TRAINING_ROUTE
 
     if per_channel not in (True, False, "auto"):
@@ -258,23 +272,31 @@ def quantize_with_report(
         raise ValueError(
             f"calibrate_method {calibrate_method!r}: one of {[m.name for m in CalibrationMethod]}"
         ) from None
-    schemes = [True, False] if per_channel == "auto" else [bool(per_channel)]
     # the quantizer's advice goes to the root logger; the report says what matters
     with tempfile.TemporaryDirectory(prefix="iabn_quantize_") as tmp, quiet_logger():
         folded_path, prepared = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "prepared.onnx")
-        onnx.save(folded, folded_path)
+        pooled = onnx.ModelProto()
+        pooled.CopyFrom(folded)
+        report.global_pools = global_average_pools(pooled, type_table(pooled))
+        onnx.save(pooled, folded_path)
         quant_pre_process(folded_path, prepared, skip_symbolic_shape=True)
-        candidates = {
-            scheme: _quantize_static(prepared, os.path.join(tmp, f"int8_{scheme}.onnx"), calibration_feeds,
-                                     scheme, report.excluded, method)
-            for scheme in schemes
-        }  # fmt: skip
-    if len(candidates) == 1:
-        (scheme,) = candidates
-        report.weights = _SCHEMES[scheme]
-    else:
-        scheme, report.weights = _choose_scheme(folded, candidates, calibration_feeds)
-    quantized = candidates[scheme]
+
+        def quantize_static(per_tensor: bool | set[str]) -> onnx.ModelProto:
+            out = os.path.join(tmp, f"int8_{len(os.listdir(tmp))}.onnx")
+            return _quantize_static(prepared, out, calibration_feeds, per_tensor, report.excluded, method)
+
+        if per_channel != "auto":
+            quantized = quantize_static(not per_channel)
+            report.weights = PER_CHANNEL if per_channel else PER_TENSOR
+        else:
+            both = {False: quantize_static(False), True: quantize_static(True)}
+            weights = _weight_of_node(onnx.load(prepared, load_external_data=False))
+            faster = _faster_per_tensor(both, weights, calibration_feeds, tmp)
+            every = set(weights.values())
+            candidate = both[bool(faster)] if not faster or faster == every else quantize_static(faster)
+            quantized, report.weights = _choose_weights(
+                folded, both[False], candidate, len(faster), len(every), calibration_feeds
+            )
     report.quantized, report.kept_float = _census(quantized)
     if check_feeds is not None:
         report.check = _check(folded, quantized, check_feeds, labels)
@@ -282,57 +304,149 @@ def quantize_with_report(
     return quantized, report
 
 
-_SCHEMES = {True: "per-channel symmetric int8 weights", False: "per-tensor asymmetric int8 weights"}
+PER_CHANNEL = "per-channel symmetric int8 weights"
+PER_TENSOR = "per-tensor asymmetric int8 weights"
+#: op type -> the input holding its weight; a symmetric weight sends onnxruntime's QLinearConv through its
+#: direct int8 convolution (VNNI), an asymmetric one (nonzero zero point) through its int8 GEMM (AMX where the
+#: CPU has it): which is faster depends on the layer's shape, so ``auto`` measures each
+WEIGHT_INPUT = {"Conv": 1, "Gemm": 1, "MatMul": 1}
 
 
 def _quantize_static(
-    prepared: str, out: str, feed_list: list[dict[str, np.ndarray]], per_channel: bool, excluded: list[str], method: Any
+    prepared: str,
+    out: str,
+    feed_list: list[dict[str, np.ndarray]],
+    per_tensor: bool | set[str],
+    excluded: list[str],
+    method: Any,
 ) -> onnx.ModelProto:
-    """onnxruntime's static QDQ quantizer: uint8 activations, int8 weights, per channel (symmetric) or per
-    tensor (asymmetric: nonzero weight zero points send onnxruntime's QLinearConv through its int8 GEMM)."""
+    """onnxruntime's static QDQ quantizer: uint8 activations, int8 weights, symmetric with a scale per output
+    channel, or asymmetric with one scale per tensor: every weight (True), none (False) or those named."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    named = per_tensor if isinstance(per_tensor, set) else set()
     quantize_static(
         prepared,
         out,
         _Reader(feed_list),
         quant_format=QuantFormat.QDQ,
-        per_channel=per_channel,
+        per_channel=per_tensor is not True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=excluded,
         calibrate_method=method,
-        extra_options={"WeightSymmetric": per_channel},
+        extra_options={
+            "WeightSymmetric": per_tensor is not True,
+            "TensorQuantOverrides": {name: [{"symmetric": False}] for name in sorted(named)},
+        },
     )
     return onnx.load(out)
 
 
-def _timing_batch(feed_list: list[dict[str, np.ndarray]], session: Any) -> dict[str, np.ndarray]:
-    """Up to 8 calibration samples in one batch when the model takes it (a clearer signal than one sample),
-    else the first calibration feed."""
-    try:
-        stacked = {name: np.concatenate([f[name] for f in feed_list[:8]]) for name in feed_list[0]}
-        session.run(None, stacked)
-    except Exception:  # feeds of different shapes, or a static batch dimension
-        return feed_list[0]
-    return stacked
+def _weight_of_node(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> its weight initializer, for the nodes whose weight scheme picks their int8 kernel."""
+    inits = {i.name for i in model.graph.initializer}
+    return {
+        n.name: n.input[WEIGHT_INPUT[n.op_type]]
+        for n in model.graph.node
+        if n.op_type in WEIGHT_INPUT and n.name and len(n.input) > 1 and n.input[WEIGHT_INPUT[n.op_type]] in inits
+    }
 
 
-def _choose_scheme(
-    fp32: onnx.ModelProto, candidates: dict[bool, onnx.ModelProto], feed_list: list[dict[str, np.ndarray]]
-) -> tuple[bool, str]:
-    """Per-tensor where it measures faster (alternating runs on a batch of calibration samples, medians) and
-    agrees with fp32 on the calibration samples as well as per-channel does (top-1, and mean |diff| within 1.5×)."""
+def _timing_batches(feed_list: list[dict[str, np.ndarray]], session: Any) -> list[dict[str, np.ndarray]]:
+    """The first calibration feed (one sample when the batch is free: latency) and, when the model takes it,
+    up to 8 calibration samples in one batch (throughput)."""
+    batches = [feed_list[0]]
+    if len(feed_list) > 1:
+        try:
+            stacked = {name: np.concatenate([f[name] for f in feed_list[:8]]) for name in feed_list[0]}
+            session.run(None, stacked)
+            batches.append(stacked)
+        except Exception:  # feeds of different shapes, or a static batch dimension
+            pass
+    return batches
+
+
+def _session(model: onnx.ModelProto, options: Any = None) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _kernel_times(model: onnx.ModelProto, batches: list[dict[str, np.ndarray]], tmp: str) -> dict[str, float]:
+    """Node name -> its kernel's time per sample, summed over the batches (medians of runs after a warm-up),
+    from onnxruntime's profiler: the time of the int8 kernel the node became."""
+    import json
+    import re
     import statistics
-    import time
 
     import onnxruntime as ort
 
-    def session(model: onnx.ModelProto) -> Any:
-        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    runs = {0: 10, 1: 4}  # per batch: 1 sample, up to 8
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tmp, "profile")
+    session = _session(model, options)
+    for k, batch in enumerate(batches):
+        for _ in range(1 + runs[k]):
+            session.run(None, batch)
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    durations: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            # onnxruntime's layout transformer renames the nodes it rewrites NAME_token_N
+            name = re.sub(r"(_token_\d+)*_kernel_time$", "", e["name"])
+            durations.setdefault(name, []).append(e["dur"] * 1e-6)
+    spans, start = [], 0
+    for k in range(len(batches)):
+        spans.append((start + 1, start + 1 + runs[k], _count(batches[k])))
+        start += 1 + runs[k]
+    return {
+        name: sum(statistics.median(d[a:b]) / n for a, b, n in spans)
+        for name, d in durations.items()
+        if len(d) == start  # a node that ran once a run
+    }
 
-    sessions = {k: session(m) for k, m in candidates.items()}
-    reference = np.concatenate([session(fp32).run(None, f)[0] for f in feed_list]).astype(np.float64)
+
+def _faster_per_tensor(
+    both: dict[bool, onnx.ModelProto], weights: dict[str, str], feed_list: list[dict[str, np.ndarray]], tmp: str
+) -> set[str]:
+    """The weights whose node's int8 kernel runs at least 3% faster with per-tensor asymmetric weights than
+    with per-channel symmetric ones, on this machine."""
+    batches = _timing_batches(feed_list, _session(both[False]))
+    per_channel, per_tensor = (_kernel_times(both[k], batches, tmp) for k in (False, True))
+    return {
+        weight
+        for node, weight in weights.items()
+        if node in per_channel and node in per_tensor and per_tensor[node] < 0.97 * per_channel[node]
+    }
+
+
+def _choose_weights(
+    fp32: onnx.ModelProto,
+    per_channel: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    n_per_tensor: int,
+    n_weights: int,
+    feed_list: list[dict[str, np.ndarray]],
+) -> tuple[onnx.ModelProto, str]:
+    """The candidate (per-tensor weights where their node measured faster) if the whole model measures faster
+    than per-channel's (alternating runs on a batch of calibration samples, medians) and agrees with fp32 on
+    the calibration samples as well as per-channel does (top-1, and mean |diff| within 1.5×)."""
+    import statistics
+    import time
+
+    if n_per_tensor == 0:
+        return per_channel, f"{PER_CHANNEL} (no layer measured faster with per-tensor weights here)"
+    label = (
+        PER_TENSOR
+        if n_per_tensor == n_weights
+        else f"{PER_CHANNEL}, per-tensor asymmetric for {n_per_tensor} of {n_weights}"
+    )
+    models = {"per-channel": per_channel, "candidate": candidate}
+    sessions = {k: _session(m) for k, m in models.items()}
+    reference = np.concatenate([_session(fp32).run(None, f)[0] for f in feed_list]).astype(np.float64)
     agreement, mean_diff = {}, {}
     for k, s in sessions.items():
         out = np.concatenate([s.run(None, f)[0] for f in feed_list]).astype(np.float64)
@@ -340,8 +454,8 @@ def _choose_scheme(
             (out.reshape(len(out), -1).argmax(-1) == reference.reshape(len(out), -1).argmax(-1)).mean()
         )
         mean_diff[k] = float(np.abs(out - reference).mean())
-    batch = _timing_batch(feed_list, sessions[True])
-    times: dict[bool, list[float]] = {k: [] for k in sessions}
+    batch = _timing_batches(feed_list, sessions["per-channel"])[-1]
+    times: dict[str, list[float]] = {k: [] for k in sessions}
     for s in sessions.values():
         s.run(None, batch)  # warm-up
     for round_ in range(9):
@@ -349,15 +463,19 @@ def _choose_scheme(
             t0 = time.perf_counter()
             sessions[k].run(None, batch)
             times[k].append(time.perf_counter() - t0)
-    median = {k: statistics.median(v) for k, v in times.items()}
-    faster = median[True] / median[False]
-    as_good = agreement[False] >= agreement[True] and mean_diff[False] <= 1.5 * mean_diff[True] + 1e-12
-    choice = not (faster >= 1.03 and as_good)
-    why = (
-        f"per-tensor {faster:.2f}× per-channel's speed here; top-1 agreement with fp32 on the calibration samples "
-        f"{agreement[False]:.0%} vs {agreement[True]:.0%}, mean |diff| {mean_diff[False]:.3g} vs {mean_diff[True]:.3g}"
+    faster = statistics.median(times["per-channel"]) / statistics.median(times["candidate"])
+    as_good = (
+        agreement["candidate"] >= agreement["per-channel"]
+        and mean_diff["candidate"] <= 1.5 * mean_diff["per-channel"] + 1e-12
     )
-    return choice, f"{_SCHEMES[choice]} ({why})"
+    why = (
+        f"{faster:.2f}× per-channel's speed here; top-1 agreement with fp32 on the calibration samples "
+        f"{agreement['candidate']:.0%} vs {agreement['per-channel']:.0%}, mean |diff| {mean_diff['candidate']:.3g} "
+        f"vs {mean_diff['per-channel']:.3g}"
+    )
+    if faster >= 1.03 and as_good:
+        return candidate, f"{label} ({why})"
+    return per_channel, f"{PER_CHANNEL} (tried {label}: {why})"
 
 
 def _count(feed: Mapping[str, np.ndarray]) -> int:

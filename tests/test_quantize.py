@@ -87,7 +87,7 @@ def test_api_takes_a_path_a_mapping_or_feeds_and_reports(tmp_path):
 @pytest.mark.parametrize("per_channel", [True, False, "auto"])
 def test_weight_schemes(per_channel):
     """Per channel: symmetric weights (zero points 0), a scale per output channel; per tensor: asymmetric, one
-    scale; auto: one of the two, and the report says which and why (both measured here)."""
+    scale; auto: per layer, and the report says how many of each and why (measured here)."""
     samples = np.random.default_rng(5).standard_normal((8, 3, 16, 16)).astype(np.float32)
     model, report = quantize_with_report(MODELS / "convnet_leaky_relu.onnx", {"X": samples}, per_channel=per_channel)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -95,13 +95,55 @@ def test_weight_schemes(per_channel):
     dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     scales = [inits[dequantize[w].input[1]] for w in conv_weights]
     zero_points = [inits[dequantize[w].input[2]] for w in conv_weights]
+    per_tensor = [s.ndim == 0 or s.size == 1 for s in scales]
+    # symmetric exactly where the scales are per channel; asymmetric per-tensor weights: nonzero points
+    assert [not z.any() for z in zero_points] == [not t for t in per_tensor]
     if per_channel == "auto":
-        assert report.weights.startswith(("per-channel", "per-tensor")) and "calibration samples" in report.weights
-        per_channel = report.weights.startswith("per-channel")
-    assert all((s.ndim == 1 and s.size > 1) == per_channel for s in scales)
-    assert all(not z.any() for z in zero_points) == per_channel  # asymmetric per-tensor weights: nonzero points
+        assert "calibration samples" in report.weights or "no layer measured faster" in report.weights
+        mixed = re.match(
+            r"per-channel symmetric int8 weights, per-tensor asymmetric for (\d+) of (\d+)", report.weights
+        )
+        if mixed:
+            assert sum(per_tensor) == int(mixed[1]) and 0 < int(mixed[1]) < int(mixed[2])
+        else:
+            assert all(per_tensor) == report.weights.startswith("per-tensor") and len(set(per_tensor)) == 1
+    else:
+        assert per_tensor == [not per_channel] * len(scales) and report.weights.startswith(
+            "per-channel" if per_channel else "per-tensor"
+        )
     with pytest.raises(ValueError, match="per_channel"):
         iabn_onnx.quantize(MODELS / "convnet_leaky_relu.onnx", {"X": samples}, per_channel="sometimes")
+
+
+def test_auto_reads_every_layers_kernel_time_and_quantizes_the_named_weights_per_tensor(tmp_path):
+    """The per-layer choice's two steps: onnxruntime's profiler gives a kernel time for every Conv of both int8
+    models (its layout transformer renames the nodes it rewrites; the names are mapped back), and the
+    quantizer, given weight names, makes exactly those per-tensor asymmetric and the rest per-channel."""
+    from onnxruntime.quantization import CalibrationMethod, quant_pre_process
+
+    from iabn_onnx.quantization import _kernel_times, _quantize_static, _timing_batches, _weight_of_node
+
+    samples = np.random.default_rng(6).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    folded = tmp_path / "folded.onnx"
+    onnx.save(iabn_onnx.fold(MODELS / "convnet_leaky_relu.onnx"), str(folded))
+    prepared = str(tmp_path / "prepared.onnx")
+    quant_pre_process(str(folded), prepared, skip_symbolic_shape=True)
+    weights = _weight_of_node(onnx.load(prepared))
+    assert len(weights) == 3  # two Conv, one Gemm
+    feeds = [{"X": samples[i : i + 1]} for i in range(8)]
+    chosen = {weights[next(n for n in weights if "Conv" in n or "conv" in n)]}
+    model = _quantize_static(prepared, str(tmp_path / "mixed.onnx"), feeds, chosen, [], CalibrationMethod.MinMax)
+    dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            scale = inits[dequantize[node.input[1]].input[1]]
+            assert (scale.size == 1) == (weights[node.name] in chosen), node.name
+    session = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
+    batches = _timing_batches(feeds, session)
+    assert [b["X"].shape[0] for b in batches] == [1, 8]
+    times = _kernel_times(model, batches, str(tmp_path))
+    assert set(weights) <= set(times) and all(times[n] > 0 for n in weights)
 
 
 def test_training_mode_batch_statistics_stay_float(tmp_path):
