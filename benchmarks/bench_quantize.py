@@ -6,8 +6,9 @@ medians of alternating blocks of runs (``timing.block_medians``) of:
 * ``torch_export_opt``: the same network in BatchNorm2d+activation form, ``torch.onnx.export(dynamo=True,
   optimize=True)``, on onnxruntime (the anchor: torch's best fp32 export);
 * ``folded``: ``iabn_onnx.fold``'s fp32 model on onnxruntime;
-* ``int8``: ``iabn_onnx.quantize``'s QDQ model (calibrated on 16 random inputs; the weight scheme its default
-  measured and chose, recorded) on onnxruntime; ``int8_per_channel``: the same with per-channel weights forced;
+* ``int8``: ``iabn_onnx.quantize``'s QDQ model (calibrated on 16 random inputs; the weights its default chose
+  layer by layer, by measurement, recorded) on onnxruntime; ``int8_per_channel``: the same with per-channel
+  weights forced;
 * with OpenVINO installed: ``openvino_f32`` (the folded file, ``INFERENCE_PRECISION_HINT=f32``),
   ``openvino_default`` (the folded file, OpenVINO's default precision: bf16 on CPUs with AMX) and
   ``openvino_int8_per_channel`` (the per-channel int8 file: OpenVINO's fast int8 kernels want symmetric

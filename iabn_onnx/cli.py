@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize",
         help="fold, then quantize to int8 (QDQ) with onnxruntime's quantizer; optionally check accuracy",
         description="Fold MODEL, quantize it with onnxruntime.quantization (static QDQ: uint8 activations, int8 "
-        "weights per channel or per tensor, whichever measures faster here and as accurate) calibrated on the "
+        "weights per channel or per tensor, layer by layer, whichever measures faster here while the model stays "
+        "as accurate) calibrated on the "
         "samples in DATA.npz (arrays by input name, samples stacked on axis 0), and write OUT. With --check, "
         "compare the fp32 and int8 models on held-out samples (a 'labels' array gives accuracy) and refuse to "
         "write when they differ past the thresholds.",
@@ -181,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         choices=["auto", "per-channel", "per-tensor"],
         default="auto",
-        help="int8 weight scales per output channel (symmetric) or per tensor (asymmetric, faster in onnxruntime "
-        "on VNNI/AMX CPUs); auto: per tensor where it measures faster here and as accurate (default: %(default)s)",
+        help="int8 weight scales per output channel (symmetric) or per tensor (asymmetric: onnxruntime's int8 "
+        "GEMM, AMX where the CPU has it); auto: per tensor for the layers where it measures faster here, if the "
+        "model stays as accurate (default: %(default)s)",
     )
     q.add_argument("--force", action="store_true", help=force_help)
     q.set_defaults(func="cmd_quantize")
