@@ -1,7 +1,9 @@
 """int8 in one call: ``fold``, then onnxruntime's own static quantizer (QDQ), then an optional check.
 
     model -> fold (no custom node: the Conv/Gemm fusions quantization needs are open)
-          -> spatial ReduceMean as GlobalAveragePool (``passes.global_average_pool``: an int8 kernel)
+          -> spatial ReduceMean as GlobalAveragePool, BatchNormalization (fold's form for a node with no
+             producer) as a depthwise 1x1 Conv (``passes.global_average_pool``, ``passes.batchnorm_as_conv``):
+             onnxruntime has int8 kernels for those, and runs the others in float between Q/DQ
           -> onnxruntime.quantization.quant_pre_process (its shape inference and graph optimization)
           -> onnxruntime.quantization.quantize_static (QDQ; QUInt8 activations; QInt8 weights, per layer
              symmetric per channel, or asymmetric per tensor where that layer measures faster here and
@@ -90,6 +92,7 @@ class QuantizeReport:
     excluded: list[str] = field(default_factory=list)  # nodes kept float on purpose (batch statistics)
     calibration_samples: int = 0
     global_pools: int = 0  # ReduceMean over the spatial axes given to the quantizer as GlobalAveragePool
+    batchnorm_convs: int = 0  # BatchNormalization given to the quantizer as a depthwise 1x1 Conv
     weights: str = ""  # which weight scheme, and why
     check: CheckResult | None = None
 
@@ -99,6 +102,8 @@ class QuantizeReport:
         out.append(f"int8 (QDQ) after calibration on {self.calibration_samples} samples: {q or 'no node'}")
         if self.global_pools:
             out.append(f"{self.global_pools} ReduceMean over the spatial axes quantized as GlobalAveragePool")
+        if self.batchnorm_convs:
+            out.append(f"{self.batchnorm_convs} BatchNormalization quantized as a depthwise 1x1 Conv")
         if self.weights:
             out.append(f"weights: {self.weights}")
         if self.kept_float:
@@ -252,6 +257,7 @@ def quantize_with_report(
     from onnxruntime.quantization import CalibrationMethod, quant_pre_process
 
     from .op.validation import type_table
+    from .passes.batchnorm_as_conv import batchnorms_as_convs
     from .passes.fold import fold_with_report
     from .passes.global_average_pool import global_average_pools
     from .passes.standard_form import TRAINING_ROUTE
@@ -275,10 +281,12 @@ def quantize_with_report(
     # the quantizer's advice goes to the root logger; the report says what matters
     with tempfile.TemporaryDirectory(prefix="iabn_quantize_") as tmp, quiet_logger():
         folded_path, prepared = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "prepared.onnx")
-        pooled = onnx.ModelProto()
-        pooled.CopyFrom(folded)
-        report.global_pools = global_average_pools(pooled, type_table(pooled))
-        onnx.save(pooled, folded_path)
+        int8_ready = onnx.ModelProto()  # what the quantizer gets: the same function, ops with int8 kernels
+        int8_ready.CopyFrom(folded)
+        types = type_table(int8_ready)  # the rules rename no value
+        report.global_pools = global_average_pools(int8_ready, types)
+        report.batchnorm_convs = batchnorms_as_convs(int8_ready, types)
+        onnx.save(int8_ready, folded_path)
         quant_pre_process(folded_path, prepared, skip_symbolic_shape=True)
 
         def quantize_static(per_tensor: bool | set[str]) -> onnx.ModelProto:
