@@ -26,8 +26,9 @@ import numpy as np
 import onnx
 from onnx import NodeProto, helper, numpy_helper
 
-from ..graph import drop_unused_initializers, fresh_name, node_attr, tensor_array, used_names
+from ..graph import fresh_name, node_attr, tensor_array
 from ..op.validation import TensorInfo
+from .node_rule import apply_rule
 
 FLOAT = onnx.TensorProto.FLOAT
 
@@ -55,8 +56,13 @@ def check(node: NodeProto, types: dict[str, TensorInfo], inits: dict[str, onnx.T
     return None
 
 
-def rewrite(node: NodeProto, inits: dict[str, onnx.TensorProto], rank: int, names: set[str]) -> tuple[NodeProto, list]:
+def rewrite(
+    node: NodeProto, types: dict[str, TensorInfo], inits: dict[str, onnx.TensorProto], names: set[str]
+) -> tuple[list[NodeProto], list[onnx.TensorProto]]:
     """The Conv taking ``node``'s place and its two new initializers (``check`` passed)."""
+    shape = types[node.input[0]].shape
+    assert shape is not None
+    rank = len(shape)
     scale, bias, mean, var = (tensor_array(inits[name]).astype(np.float64) for name in node.input[1:])
     epsilon = float(node_attr(node, "epsilon", 1e-5))  # type: ignore[arg-type]
     weight = scale / np.sqrt(var + epsilon)
@@ -69,36 +75,14 @@ def rewrite(node: NodeProto, inits: dict[str, onnx.TensorProto], rank: int, name
         "Conv", [node.input[0], w.name, b.name], list(node.output[:1]), name=node.name, group=channels,
         kernel_shape=[1] * (rank - 2),
     )  # fmt: skip
-    return conv, [w, b]
+    return [conv], [w, b]
 
 
 def batchnorms_as_convs(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> int:
     """In place: every main-graph inference BatchNormalization with constant statistics becomes a depthwise
     1×1 Conv (see the module doc), and initializers no node reads any more go; return how many. ``types`` is
     ``type_table(model)``."""
-    graph = model.graph
-    inputs = {i.name for i in graph.input}
-    inits = {i.name: i for i in graph.initializer if i.name not in inputs}
-    names: set[str] | None = None
-    nodes: list[NodeProto] = []
-    rewritten = 0
-    for node in graph.node:
-        if node.op_type != "BatchNormalization" or check(node, types, inits) is not None:
-            nodes.append(node)
-            continue
-        if names is None:
-            names = used_names(graph)
-        shape = types[node.input[0]].shape
-        assert shape is not None
-        conv, tensors = rewrite(node, inits, len(shape), names)
-        nodes.append(conv)
-        graph.initializer.extend(tensors)
-        rewritten += 1
-    if rewritten:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        drop_unused_initializers(model)  # the statistics
-    return rewritten
+    return apply_rule(model, types, "BatchNormalization", check, rewrite)
 
 
 __all__ = ["batchnorms_as_convs", "check", "rewrite"]

@@ -26,8 +26,9 @@ from __future__ import annotations
 import onnx
 from onnx import NodeProto, helper
 
-from ..graph import drop_unused_initializers, fresh_name, node_attr, tensor_array, used_names
+from ..graph import fresh_name, node_attr, tensor_array
 from ..op.validation import TensorInfo
+from .node_rule import apply_rule
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
@@ -54,42 +55,26 @@ def check(node: NodeProto, types: dict[str, TensorInfo], inits: dict[str, onnx.T
     return None
 
 
-def rewrite(node: NodeProto, names: set[str]) -> list[NodeProto]:
+def rewrite(
+    node: NodeProto, types: dict[str, TensorInfo], inits: dict[str, onnx.TensorProto], names: set[str]
+) -> tuple[list[NodeProto], list[onnx.TensorProto]]:
     """``node`` as a GlobalAveragePool, and a Flatten when it drops the reduced axes (its names fresh in
-    ``names``)."""
+    ``names``); no new initializer."""
     if node_attr(node, "keepdims", 1):
-        return [helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)]
+        return [helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)], []
     pooled = fresh_name(names, f"{node.output[0]}__pooled")
     flatten = fresh_name(names, f"{node.name or node.output[0]}__flatten")
     return [
         helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=node.name),
         helper.make_node("Flatten", [pooled], list(node.output), name=flatten, axis=1),
-    ]
+    ], []
 
 
 def global_average_pools(model: onnx.ModelProto, types: dict[str, TensorInfo]) -> int:
     """In place: every main-graph ReduceMean over all spatial axes becomes a GlobalAveragePool (see the
     module doc), and initializers no node reads any more go; return how many. ``types`` is
     ``type_table(model)``."""
-    graph = model.graph
-    inputs = {i.name for i in graph.input}
-    inits = {i.name: i for i in graph.initializer if i.name not in inputs}
-    names: set[str] | None = None
-    nodes: list[NodeProto] = []
-    rewritten = 0
-    for node in graph.node:
-        if node.op_type != "ReduceMean" or check(node, types, inits) is not None:
-            nodes.append(node)
-            continue
-        if names is None:
-            names = used_names(graph)
-        nodes += rewrite(node, names)
-        rewritten += 1
-    if rewritten:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        drop_unused_initializers(model)  # the axes
-    return rewritten
+    return apply_rule(model, types, "ReduceMean", check, rewrite)
 
 
 __all__ = ["check", "global_average_pools", "rewrite"]
