@@ -382,53 +382,68 @@ def _session(model: onnx.ModelProto, options: Any = None) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _kernel_times(model: onnx.ModelProto, batches: list[dict[str, np.ndarray]], tmp: str) -> dict[str, float]:
-    """Node name -> its kernel's time per sample, summed over the batches (medians of runs after a warm-up),
-    from onnxruntime's profiler: the time of the int8 kernel the node became."""
+def _kernel_times(
+    models: dict[bool, onnx.ModelProto], batches: list[dict[str, np.ndarray]], tmp: str
+) -> dict[bool, dict[str, tuple[float, ...]]]:
+    """For each model, node name -> its kernel's time per sample at each batch, from onnxruntime's profiler:
+    the time of the int8 kernel the node became. Medians of 40 runs of one sample and 8 of the larger batch,
+    in alternating blocks (so that a drift of the machine touches both models alike), warm-ups left out."""
     import json
     import re
     import statistics
 
     import onnxruntime as ort
 
-    runs = {0: 10, 1: 4}  # per batch: 1 sample, up to 8
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(tmp, "profile")
-    session = _session(model, options)
-    for k, batch in enumerate(batches):
-        for _ in range(1 + runs[k]):
-            session.run(None, batch)
-    with open(session.end_profiling()) as f:
-        events = json.load(f)
-    durations: dict[str, list[float]] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            # onnxruntime's layout transformer renames the nodes it rewrites NAME_token_N
-            name = re.sub(r"(_token_\d+)*_kernel_time$", "", e["name"])
-            durations.setdefault(name, []).append(e["dur"] * 1e-6)
-    spans, start = [], 0
-    for k in range(len(batches)):
-        spans.append((start + 1, start + 1 + runs[k], _count(batches[k])))
-        start += 1 + runs[k]
-    return {
-        name: sum(statistics.median(d[a:b]) / n for a, b, n in spans)
-        for name, d in durations.items()
-        if len(d) == start  # a node that ran once a run
-    }
+    runs = [10, 2]  # per block: 1 sample, up to 8
+    sessions = {}
+    for key, model in models.items():
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, f"profile_{key}")
+        sessions[key] = _session(model, options)
+    plan: list[int | None] = []  # what each run of a session was: a batch's index, or None for a warm-up
+    for block in range(4):
+        for key in sorted(sessions, reverse=bool(block % 2)):
+            for k, batch in enumerate(batches):
+                for _ in range(1 + runs[k]):
+                    sessions[key].run(None, batch)
+        plan += [i for k in range(len(batches)) for i in [None, *[k] * runs[k]]]
+    times = {}
+    for key, session in sessions.items():
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+        durations: dict[str, list[float]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                # onnxruntime's layout transformer renames the nodes it rewrites NAME_token_N
+                name = re.sub(r"(_token_\d+)*_kernel_time$", "", e["name"])
+                durations.setdefault(name, []).append(e["dur"] * 1e-6)
+        times[key] = {
+            name: tuple(
+                statistics.median(t for t, k in zip(d, plan) if k == index) / _count(batch)
+                for index, batch in enumerate(batches)
+            )
+            for name, d in durations.items()
+            if len(d) == len(plan)  # a node that ran once a run
+        }
+    return times
 
 
 def _faster_per_tensor(
     both: dict[bool, onnx.ModelProto], weights: dict[str, str], feed_list: list[dict[str, np.ndarray]], tmp: str
 ) -> set[str]:
-    """The weights whose node's int8 kernel runs at least 3% faster with per-tensor asymmetric weights than
-    with per-channel symmetric ones, on this machine."""
+    """The weights whose node's int8 kernel, with per-tensor asymmetric weights rather than per-channel
+    symmetric ones, takes at least 3% less time per sample over both batches and is slower at neither, here."""
     batches = _timing_batches(feed_list, _session(both[False]))
-    per_channel, per_tensor = (_kernel_times(both[k], batches, tmp) for k in (False, True))
+    times = _kernel_times(both, batches, tmp)
+    per_channel, per_tensor = times[False], times[True]
     return {
         weight
         for node, weight in weights.items()
-        if node in per_channel and node in per_tensor and per_tensor[node] < 0.97 * per_channel[node]
+        if node in per_channel
+        and node in per_tensor
+        and sum(per_tensor[node]) < 0.97 * sum(per_channel[node])
+        and all(t <= c for t, c in zip(per_tensor[node], per_channel[node]))
     }
 
 
@@ -472,9 +487,10 @@ def _choose_weights(
             s.run(None, batch)  # warm-up
         for round_ in range(9):
             for k in sorted(sessions, reverse=bool(round_ % 2)):
-                t0 = time.perf_counter()
-                sessions[k].run(None, batch)
-                times[k].append(time.perf_counter() - t0)
+                for _ in range(max(1, 8 // _count(batch))):  # as many samples a block at every batch
+                    t0 = time.perf_counter()
+                    sessions[k].run(None, batch)
+                    times[k].append(time.perf_counter() - t0)
         median = {k: statistics.median(v) for k, v in times.items()}
         speed.append((_count(batch), median["per-channel"] / median["candidate"]))
         for k in sessions:

@@ -142,8 +142,11 @@ def test_auto_reads_every_layers_kernel_time_and_quantizes_the_named_weights_per
     session = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
     batches = _timing_batches(feeds, session)
     assert [b["X"].shape[0] for b in batches] == [1, 8]
-    times = _kernel_times(model, batches, str(tmp_path))
-    assert set(weights) <= set(times) and all(times[n] > 0 for n in weights)
+    per_channel = _quantize_static(prepared, str(tmp_path / "pc.onnx"), feeds, False, [], CalibrationMethod.MinMax)
+    times = _kernel_times({False: per_channel, True: model}, batches, str(tmp_path))
+    for key in (False, True):
+        assert set(weights) <= set(times[key])
+        assert all(len(times[key][n]) == 2 and min(times[key][n]) > 0 for n in weights)
 
 
 def test_training_mode_batch_statistics_stay_float(tmp_path):
