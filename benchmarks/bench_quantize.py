@@ -14,7 +14,9 @@ medians of alternating blocks of runs (``timing.block_medians``) of:
   ``openvino_int8_per_channel`` (the per-channel int8 file: OpenVINO's fast int8 kernels want symmetric
   weights, and ran the per-tensor asymmetric one at less than half that speed).
 
-Every session uses both cores; onnxruntime runs with ORT_ENABLE_ALL. The onnxruntime variants are timed
+Every session uses both cores; onnxruntime runs with ORT_ENABLE_ALL. Each block starts with 0.2 s of
+untimed runs: the worker threads of the session timed before spin on, and stole a core from the first
+calls of a short int8 run. The onnxruntime variants are timed
 together, then the OpenVINO ones beside a second session of the anchor (OpenVINO's worker threads, alive in
 the same process, slowed onnxruntime's short int8 runs). The speed-up is the anchor's median over the
 variant's, in the same phase. Also recorded: the top-1 agreement of int8 with fp32 on the timed batch,
@@ -112,7 +114,8 @@ def _phase(calls: dict[str, object], repeat: int) -> tuple[dict[str, float], dic
     from benchmarks.timing import block_medians
 
     outputs = {k: np.asarray(fn()) for k, fn in calls.items()}  # type: ignore[operator]
-    return block_medians(calls, repeat, blocks=min(5, repeat), warmup=1), outputs  # type: ignore[arg-type]
+    medians = block_medians(calls, repeat, blocks=min(5, repeat), warmup=1, warmup_seconds=0.2)  # type: ignore[arg-type]
+    return medians, outputs
 
 
 def time_network(name: str, paths: dict[str, Path], batch: int, repeat: int) -> dict:

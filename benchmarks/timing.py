@@ -8,14 +8,21 @@ from collections.abc import Callable
 
 
 def block_medians(
-    fns: dict[str, Callable[[], object]], repeat: int, blocks: int = 5, warmup: int = 3
+    fns: dict[str, Callable[[], object]],
+    repeat: int,
+    blocks: int = 5,
+    warmup: int = 3,
+    warmup_seconds: float = 0.0,
 ) -> dict[str, float]:
     """Median per-call seconds of each function, timed in alternating blocks.
 
     Blocks (rather than call-by-call interleaving) keep one session's spinning
     thread pool from stealing the cores of the next call of the other. Every other
     round runs the functions in reverse order, so a drift within a round does not
-    favour the ones timed first.
+    favour the ones timed first. A block starts with ``warmup`` calls, and more
+    until ``warmup_seconds`` have passed: onnxruntime's worker threads of the
+    session timed before keep spinning for tens of milliseconds, and on two cores
+    the first calls of an 8 ms int8 run after a switch took twice as long.
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     per_block = max(1, repeat // blocks)
@@ -23,8 +30,11 @@ def block_medians(
     for round_ in range(blocks):
         for k in names if round_ % 2 == 0 else names[::-1]:
             fn = fns[k]
-            for _ in range(warmup):
+            start = time.perf_counter()
+            done = 0
+            while done < warmup or time.perf_counter() - start < warmup_seconds:
                 fn()
+                done += 1
             for _ in range(per_block):
                 t0 = time.perf_counter()
                 fn()

@@ -382,12 +382,28 @@ def _session(model: onnx.ModelProto, options: Any = None) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _warm_up(session: Any, batch: dict[str, np.ndarray], seconds: float = 0.1) -> int:
+    """Run ``session`` for ten runs' time, up to ``seconds`` (once at least); return how many runs. The worker
+    threads of the session run before spin on for tens of milliseconds: on two cores they doubled the first
+    runs of an 8 ms int8 model after a switch."""
+    import time
+
+    start = time.perf_counter()
+    session.run(None, batch)
+    until = start + min(seconds, 10 * (time.perf_counter() - start))
+    runs = 1
+    while time.perf_counter() < until:
+        session.run(None, batch)
+        runs += 1
+    return runs
+
+
 def _kernel_times(
     models: dict[bool, onnx.ModelProto], batches: list[dict[str, np.ndarray]], tmp: str
 ) -> dict[bool, dict[str, tuple[float, ...]]]:
     """For each model, node name -> its kernel's time per sample at each batch, from onnxruntime's profiler:
     the time of the int8 kernel the node became. Medians of 40 runs of one sample and 8 of the larger batch,
-    in alternating blocks (so that a drift of the machine touches both models alike), warm-ups left out."""
+    in alternating blocks (so that a drift of the machine touches both models alike), each after a warm-up."""
     import json
     import re
     import statistics
@@ -401,15 +417,16 @@ def _kernel_times(
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, f"profile_{key}")
         sessions[key] = _session(model, options)
-    plan: list[int | None] = []  # what each run of a session was: a batch's index, or None for a warm-up
+    plans: dict[bool, list[int | None]] = {key: [] for key in sessions}  # each run: a batch's index, or None
     for block in range(4):
         for key in sorted(sessions, reverse=bool(block % 2)):
             for k, batch in enumerate(batches):
-                for _ in range(1 + runs[k]):
+                plans[key] += [None] * _warm_up(sessions[key], batch) + [k] * runs[k]
+                for _ in range(runs[k]):
                     sessions[key].run(None, batch)
-        plan += [i for k in range(len(batches)) for i in [None, *[k] * runs[k]]]
     times = {}
     for key, session in sessions.items():
+        plan = plans[key]
         with open(session.end_profiling()) as f:
             events = json.load(f)
         durations: dict[str, list[float]] = {}
@@ -483,11 +500,10 @@ def _choose_weights(
     speed = []  # per batch: per-channel's time over the candidate's
     for batch in _timing_batches(feed_list, sessions["per-channel"]):
         times: dict[str, list[float]] = {k: [] for k in sessions}
-        for s in sessions.values():
-            s.run(None, batch)  # warm-up
-        for round_ in range(9):
+        for round_ in range(5):
             for k in sorted(sessions, reverse=bool(round_ % 2)):
-                for _ in range(max(1, 8 // _count(batch))):  # as many samples a block at every batch
+                _warm_up(sessions[k], batch)
+                for _ in range(max(2, 8 // _count(batch))):
                     t0 = time.perf_counter()
                     sessions[k].run(None, batch)
                     times[k].append(time.perf_counter() - t0)
