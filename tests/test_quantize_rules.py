@@ -38,7 +38,7 @@ def mean_model(shape: list, axes: list[int], keepdims: int, opset: int = 18, con
     node.name = "pool"
     out = None if shape is None else [d if k < 2 else 1 for k, d in enumerate(shape) if k < 2 or keepdims]
     graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Y", F, out)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def squeeze_excitation_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("Y", F, ["N", 8, 12, 12])],
         [w1, w2, axes],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
 def test_quantize_gives_the_pool_an_int8_kernel():
@@ -148,7 +148,7 @@ def batchnorm_model(shape: list, dtype=np.float32, opset: int = 15, **attrs) -> 
         [node], "g", [helper.make_tensor_value_info("X", elem, shape)],
         [helper.make_tensor_value_info("Y", elem, shape)], inits,
     )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
 
 
 @pytest.mark.parametrize(
@@ -248,7 +248,9 @@ def test_quantize_gives_a_batchnorm_after_concat_an_int8_kernel():
         nodes, "densenet_like", [helper.make_tensor_value_info("X", F, ["N", 3, 10, 10])],
         [helper.make_tensor_value_info("Y", F, ["N", 4, 10, 10])], [w, w2, *stats, *slices],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1)], ir_version=10
+    )
     samples = g.standard_normal((8, 3, 10, 10)).astype(np.float32)
     int8, report = quantize_with_report(model, {"X": samples}, per_channel=True)
     assert report.batchnorm_convs == 1 and "BatchNormalization" not in report.kept_float, report.lines()
