@@ -48,13 +48,13 @@ from ..graph import drop_opset_import, drop_unused_initializers, graphs
 from ..model_source import ModelSource, as_model
 from ..op.function import remove_function_fallback
 from ..op.schema import DOMAIN, Activation, is_inplace_abn, node_display_name
-from ..op.validation import TensorInfo, check_node, check_opset, type_table
+from ..op.validation import CheckedNode, TensorInfo, check_opset, type_table
 from . import batchnorm_form, standard_form
 from .activation import activation_nodes
 from .constant_subgraphs import fold_constant_subgraphs
 from .fold_conv import rule_conv, rule_conv_transpose
 from .fold_gemm import rule_gemm
-from .fold_match import FoldMatch, match_node
+from .fold_match import FoldMatch, NoMatch, match_node
 from .fold_matmul import rule_matmul
 from .graph_index import GraphIndex, rename_output, sole_consumer_reason
 from .per_channel import per_channel_nodes
@@ -159,12 +159,14 @@ def _fold(
         if not is_inplace_abn(node):
             continue
         m = match_node(g, node, keep_invalid)
-        if isinstance(m, str):
-            rewritten = None if into_producers_only or m.startswith("invalid") else _standard_form(g, node, opset)
+        if isinstance(m, NoMatch):  # an invalid node (kept) stays as it is
+            checked = None if into_producers_only else m.checked
+            rewritten = _standard_form(g, node, checked, opset) if checked is not None else None
             if isinstance(rewritten, tuple):
-                report.rewritten.append((node_display_name(node), rewritten[0], m))
+                report.rewritten.append((node_display_name(node), rewritten[0], m.reason))
             else:
-                report.left.append((node_display_name(node), m if rewritten is None else f"{m}; {rewritten}"))
+                left = m.reason if rewritten is None else f"{m.reason}; {rewritten}"
+                report.left.append((node_display_name(node), left))
             continue
         folded = fold_into_producer(g, m)
         if not isinstance(folded, str):
@@ -196,9 +198,11 @@ def _fold(
     return out, report
 
 
-def _standard_form(g: GraphIndex, node: NodeProto, opset: int) -> tuple[str, list[NodeProto]] | str:
-    """``node`` (valid) as standard ops in place (``standard_form``): its route and nodes, or why not."""
-    checked = check_node(node, g.types)
+def _standard_form(
+    g: GraphIndex, node: NodeProto, checked: CheckedNode, opset: int
+) -> tuple[str, list[NodeProto]] | str:
+    """``node`` (``checked``: valid) as standard ops in place (``standard_form``): its route and nodes, or why
+    not."""
     x = node.input[0]
     reason = standard_form.check(g.ranks.get(x))
     if reason is not None:

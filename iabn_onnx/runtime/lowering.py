@@ -61,7 +61,7 @@ from iabn_onnx.op.validation import CheckedNode, check_model_nodes, type_table
 from ..passes import batchnorm_form, route_choice
 from ..passes.activation import activation_nodes
 from ..passes.fold import PRODUCER_OPS, fold_into_producer, graph_rules
-from ..passes.fold_match import match_node
+from ..passes.fold_match import NoMatch, match_node
 from ..passes.graph_index import GraphIndex, sole_consumer_reason
 from ..passes.per_channel import per_channel_nodes
 from .routes import KERNEL, PRODUCER_FOLD, Route
@@ -130,7 +130,7 @@ def _route(
         return route, batchnorm_form.rewrite(node, info.attrs, g.fresh)
     if may_fold and producer is not None and producer.op_type in PRODUCER_OPS:
         match = match_node(g, node, keep_invalid=True)
-        folded = match if isinstance(match, str) else fold_into_producer(g, match)
+        folded = match.reason if isinstance(match, NoMatch) else fold_into_producer(g, match)
         if not isinstance(folded, str):
             return Route(info.name, PRODUCER_FOLD, folded[1]), folded[0]
     standard = _standard_form(node, info, form, g)
@@ -158,8 +158,8 @@ def _standard_form(node: NodeProto, info: CheckedNode, form: str, g: GraphIndex)
         return why if why is not None else (route, batchnorm_form.rewrite(node, info.attrs, g.fresh))
     if form == route_choice.PER_CHANNEL:
         match = match_node(g, node, keep_invalid=True)
-        if isinstance(match, str):
-            return match
+        if isinstance(match, NoMatch):
+            return match.reason
         if not (np.isfinite(match.s).all() and np.isfinite(match.t).all()):
             return "infinite scale (Mul + Add would give NaN, the operator ±inf)"
         identity = info.attrs.act is Activation.IDENTITY
