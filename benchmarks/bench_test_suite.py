@@ -2,7 +2,8 @@
 
     python benchmarks/bench_test_suite.py [--json benchmarks/results/test_suite.json]
 
-Runs ``python -m pytest -q`` (what .ci/run runs) and records its closing line.
+Runs ``python -m pytest -q`` (what .ci/run runs; with ``-rf``, which only adds the names of failed tests) and
+records its closing line and those names.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - t0
     # the largest resident set of any finished child process (pytest, or a subprocess a test started)
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cores": os.cpu_count(),
         "summary": summary,
         "returncode": proc.returncode,
+        "failed": [line for line in proc.stdout.splitlines() if line.startswith("FAILED ")],  # what -rf names
         "environment": environment(),
     }
     print(json.dumps(results, indent=2))
