@@ -31,6 +31,7 @@ check past its threshold raises ``QuantizeCheckError`` (the CLI then writes noth
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -281,17 +282,18 @@ def quantize_with_report(
         ) from None
     # the quantizer's advice goes to the root logger; the report says what matters
     with tempfile.TemporaryDirectory(prefix="iabn_quantize_") as tmp, quiet_logger():
-        folded_path, prepared = os.path.join(tmp, "folded.onnx"), os.path.join(tmp, "prepared.onnx")
+        ready_path, prepared = os.path.join(tmp, "int8_ready.onnx"), os.path.join(tmp, "prepared.onnx")
         int8_ready = onnx.ModelProto()  # what the quantizer gets: the same function, ops with int8 kernels
         int8_ready.CopyFrom(folded)
         types = type_table(int8_ready)  # the rules rename no value
         report.global_pools = global_average_pools(int8_ready, types)
         report.batchnorm_convs = batchnorms_as_convs(int8_ready, types)
-        onnx.save(int8_ready, folded_path)
-        quant_pre_process(folded_path, prepared, skip_symbolic_shape=True)
+        onnx.save(int8_ready, ready_path)
+        quant_pre_process(ready_path, prepared, skip_symbolic_shape=True)
+        made = itertools.count()
 
         def quantize_static(per_tensor: bool | set[str]) -> onnx.ModelProto:
-            out = os.path.join(tmp, f"int8_{len(os.listdir(tmp))}.onnx")
+            out = os.path.join(tmp, f"int8_{next(made)}.onnx")
             return _quantize_static(prepared, out, calibration_feeds, per_tensor, report.excluded, method)
 
         if per_channel != "auto":
