@@ -302,11 +302,12 @@ def quantize_with_report(
         else:
             both = {False: quantize_static(False), True: quantize_static(True)}
             weights = _weight_of_node(onnx.load(prepared, load_external_data=False))
-            faster = _faster_per_tensor(both, weights, calibration_feeds, tmp)
+            batches = _timing_batches(calibration_feeds, _session(both[False]))
+            faster = _faster_per_tensor(both, weights, batches, tmp)
             every = set(weights.values())
             candidate = both[bool(faster)] if not faster or faster == every else quantize_static(faster)
             quantized, report.weights = _choose_weights(
-                folded, both[False], candidate, len(faster), len(every), calibration_feeds
+                folded, both[False], candidate, len(faster), len(every), calibration_feeds, batches
             )
     report.quantized, report.kept_float = _census(quantized)
     if check_feeds is not None:
@@ -449,11 +450,10 @@ def _kernel_times(
 
 
 def _faster_per_tensor(
-    both: dict[bool, onnx.ModelProto], weights: dict[str, str], feed_list: list[dict[str, np.ndarray]], tmp: str
+    both: dict[bool, onnx.ModelProto], weights: dict[str, str], batches: list[dict[str, np.ndarray]], tmp: str
 ) -> set[str]:
     """The weights whose node's int8 kernel, with per-tensor asymmetric weights rather than per-channel
     symmetric ones, takes at least 3% less time per sample over both batches and is slower at neither, here."""
-    batches = _timing_batches(feed_list, _session(both[False]))
     times = _kernel_times(both, batches, tmp)
     per_channel, per_tensor = times[False], times[True]
     return {
@@ -473,6 +473,7 @@ def _choose_weights(
     n_per_tensor: int,
     n_weights: int,
     feed_list: list[dict[str, np.ndarray]],
+    batches: list[dict[str, np.ndarray]],
 ) -> tuple[onnx.ModelProto, str]:
     """The candidate (per-tensor weights where their node measured faster) if the whole model measures faster
     than per-channel's (time per sample over one sample and a batch of up to 8, at least 3% less, and no batch
@@ -500,7 +501,7 @@ def _choose_weights(
         mean_diff[k] = float(np.abs(out - reference).mean())
     per_sample = {k: 0.0 for k in sessions}
     speed = []  # per batch: per-channel's time over the candidate's
-    for batch in _timing_batches(feed_list, sessions["per-channel"]):
+    for batch in batches:
         times: dict[str, list[float]] = {k: [] for k in sessions}
         for round_ in range(5):
             for k in sorted(sessions, reverse=bool(round_ % 2)):
