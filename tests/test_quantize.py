@@ -137,8 +137,9 @@ def test_auto_reads_every_layers_kernel_time_and_quantizes_the_named_weights_per
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
-            scale = inits[dequantize[node.input[1]].input[1]]
+            scale, zero_point = (inits[name] for name in dequantize[node.input[1]].input[1:3])
             assert (scale.size == 1) == (weights[node.name] in chosen), node.name
+            assert bool(zero_point.any()) == (weights[node.name] in chosen), node.name  # asymmetric: a nonzero point
     session = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
     batches = _timing_batches(feeds, session)
     assert [b["X"].shape[0] for b in batches] == [1, 8]
@@ -216,3 +217,21 @@ def test_the_int8_file_runs_on_openvino(tmp_path):
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": samples[:2]})[0]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))  # both int8, rounding may differ
+
+
+def test_a_layer_goes_per_tensor_only_when_3_percent_faster_and_slower_at_no_batch(monkeypatch):
+    """The per-layer rule on given kernel times (per sample, at one sample and at the batch)."""
+    from iabn_onnx import quantization
+
+    per_channel = {"a": (1.0, 1.0), "b": (1.0, 1.0), "c": (1.0, 1.0), "d": (1.0, 1.0)}
+    per_tensor = {
+        "a": (0.9, 0.9),  # faster at both: per tensor
+        "b": (1.05, 0.5),  # far faster in all, but slower at one sample: stays per channel
+        "c": (0.98, 0.98),  # 2% faster: stays
+        "d": (0.96, 0.97),  # 3.5% faster over both, slower at neither: per tensor
+    }
+    monkeypatch.setattr(
+        quantization, "_kernel_times", lambda models, batches, tmp: {False: per_channel, True: per_tensor}
+    )
+    weights = {"a": "wa", "b": "wb", "c": "wc", "d": "wd", "e": "we"}  # e: no time measured, stays
+    assert quantization._faster_per_tensor({}, weights, [], "") == {"wa", "wd"}
