@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 
 import iabn_onnx
-from iabn_onnx.quantization import CalibrationDataError, QuantizeCheckError, quantize_with_report
+from iabn_onnx.quantization import WEIGHT_INPUT, CalibrationDataError, QuantizeCheckError, quantize_with_report
 
 DIGITS = Path(__file__).parent / "digits"
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -91,10 +91,12 @@ def test_weight_schemes(per_channel):
     samples = np.random.default_rng(5).standard_normal((8, 3, 16, 16)).astype(np.float32)
     model, report = quantize_with_report(MODELS / "convnet_leaky_relu.onnx", {"X": samples}, per_channel=per_channel)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    # every weighted node (two Conv and the Gemm), as the report counts them
+    weights = [n.input[WEIGHT_INPUT[n.op_type]] for n in model.graph.node if n.op_type in WEIGHT_INPUT]
+    assert len(weights) == 3
     dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    scales = [inits[dequantize[w].input[1]] for w in conv_weights]
-    zero_points = [inits[dequantize[w].input[2]] for w in conv_weights]
+    scales = [inits[dequantize[w].input[1]] for w in weights]
+    zero_points = [inits[dequantize[w].input[2]] for w in weights]
     per_tensor = [s.ndim == 0 or s.size == 1 for s in scales]
     # symmetric exactly where the scales are per channel; asymmetric per-tensor weights: nonzero points
     assert [not z.any() for z in zero_points] == [not t for t in per_tensor]
@@ -104,7 +106,7 @@ def test_weight_schemes(per_channel):
             r"per-channel symmetric int8 weights, per-tensor asymmetric for (\d+) of (\d+)", report.weights
         )
         if mixed:
-            assert sum(per_tensor) == int(mixed[1]) and 0 < int(mixed[1]) < int(mixed[2])
+            assert sum(per_tensor) == int(mixed[1]) and 0 < int(mixed[1]) < int(mixed[2]) == len(weights)
         else:
             assert all(per_tensor) == report.weights.startswith("per-tensor") and len(set(per_tensor)) == 1
     else:
