@@ -62,10 +62,13 @@ BENCHMARK_COMMANDS = _bash_lines(DOCS["benchmarks.md"])
 
 
 def _outside_env() -> dict[str, str]:
-    """The environment without the repository on PYTHONPATH: the package comes from its install."""
+    """The environment without the repository on PYTHONPATH: the package comes from its install. The running
+    interpreter's scripts come first on PATH, as in an activated venv: ``python`` and ``iabn-onnx`` are those of
+    the install under test (the floor job runs its venv's python without activating it)."""
     env = dict(os.environ)
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
     env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
