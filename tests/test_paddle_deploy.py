@@ -68,10 +68,14 @@ for batch in (1, 4, 3):
 np.savez(sys.argv[2], **outputs)
 """
 
+#: Paddle 2.6.2's libpaddle exports a zlib of its own. When Python's zlib module first loads after it (a fresh
+#: venv; other setups load zlib at start-up), the module calls that copy. numpy 2.4's Cython modules decompress
+#: their strings with it at import: then ``np.random`` raises zlib.error, or the process segfaults.
+PADDLE_FIRST = "import zlib  # before paddle: see PADDLE_FIRST\n"
 IMPORTS = {
-    ("predictor", "paddle"): "from paddle import inference",
+    ("predictor", "paddle"): PADDLE_FIRST + "from paddle import inference",
     ("predictor", "ours"): "from iabn_onnx import inference",
-    ("static", "paddle"): "import paddle\npaddle.enable_static()\nfrom paddle import static",
+    ("static", "paddle"): PADDLE_FIRST + "import paddle\npaddle.enable_static()\nfrom paddle import static",
     ("static", "ours"): "import iabn_onnx.static as static",
 }
 
