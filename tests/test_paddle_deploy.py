@@ -71,11 +71,11 @@ np.savez(sys.argv[2], **outputs)
 #: Paddle 2.6.2's libpaddle exports a zlib of its own. When Python's zlib module first loads after it (a fresh
 #: venv; other setups load zlib at start-up), the module calls that copy. numpy 2.4's Cython modules decompress
 #: their strings with it at import: then ``np.random`` raises zlib.error, or the process segfaults.
-PADDLE_FIRST = "import zlib  # before paddle: see PADDLE_FIRST\n"
+ZLIB_BEFORE_PADDLE = "import zlib  # before paddle, whose own zlib would shadow it\n"
 IMPORTS = {
-    ("predictor", "paddle"): PADDLE_FIRST + "from paddle import inference",
+    ("predictor", "paddle"): ZLIB_BEFORE_PADDLE + "from paddle import inference",
     ("predictor", "ours"): "from iabn_onnx import inference",
-    ("static", "paddle"): PADDLE_FIRST + "import paddle\npaddle.enable_static()\nfrom paddle import static",
+    ("static", "paddle"): ZLIB_BEFORE_PADDLE + "import paddle\npaddle.enable_static()\nfrom paddle import static",
     ("static", "ours"): "import iabn_onnx.static as static",
 }
 
