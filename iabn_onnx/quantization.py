@@ -491,14 +491,10 @@ def _choose_weights(
     )
     models = {"per-channel": per_channel, "candidate": candidate}
     sessions = {k: _session(m) for k, m in models.items()}
-    reference = np.concatenate([_session(fp32).run(None, f)[0] for f in feed_list]).astype(np.float64)
-    agreement, mean_diff = {}, {}
-    for k, s in sessions.items():
-        out = np.concatenate([s.run(None, f)[0] for f in feed_list]).astype(np.float64)
-        agreement[k] = float(
-            (out.reshape(len(out), -1).argmax(-1) == reference.reshape(len(out), -1).argmax(-1)).mean()
-        )
-        mean_diff[k] = float(np.abs(out - reference).mean())
+    reference = _outputs(_session(fp32), feed_list)
+    compared = {k: _compare(reference, _outputs(s, feed_list), None) for k, s in sessions.items()}
+    agreement = {k: c.top1_agreement for k, c in compared.items()}
+    mean_diff = {k: c.mean_abs_diff for k, c in compared.items()}
     per_sample = {k: 0.0 for k in sessions}
     speed = []  # per batch: per-channel's time over the candidate's
     for batch in batches:
@@ -563,13 +559,16 @@ def _census(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
 def _check(
     fp32: onnx.ModelProto, int8: onnx.ModelProto, feed_list: list[dict[str, np.ndarray]], labels: np.ndarray | None
 ) -> CheckResult:
-    import onnxruntime as ort
+    return _compare(_outputs(_session(fp32), feed_list), _outputs(_session(int8), feed_list), labels)
 
-    def outputs(model: onnx.ModelProto) -> np.ndarray:
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return np.concatenate([session.run(None, f)[0] for f in feed_list]).astype(np.float64)
 
-    a, b = outputs(fp32), outputs(int8)
+def _outputs(session: Any, feed_list: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The first output over every feed, stacked on axis 0, in float64."""
+    return np.concatenate([session.run(None, f)[0] for f in feed_list]).astype(np.float64)
+
+
+def _compare(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None) -> CheckResult:
+    """fp32 outputs ``a`` against int8 outputs ``b`` (and both against ``labels``, when given)."""
     diff = np.abs(a - b)
     top_a, top_b = a.reshape(len(a), -1).argmax(-1), b.reshape(len(b), -1).argmax(-1)
     result = CheckResult(len(a), float((top_a == top_b).mean()), float(diff.max()), float(diff.mean()))
