@@ -207,6 +207,34 @@ def test_a_check_below_the_agreement_threshold_is_refused():
         iabn_onnx.quantize(MODELS / "convnet_elu.onnx", {"X": samples}, check={"X": samples}, min_top1_agreement=1.01)
 
 
+def test_the_check_reports_what_onnxruntime_computes_for_both_models():
+    """The check's figures against the returned int8 model and ``fold``'s fp32 model run here in onnxruntime:
+    inputs three times wider than the calibration's, so that int8 clips and top-1 differs on some samples."""
+    g = np.random.default_rng(0)
+    calibration = g.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    held_out = (3 * g.standard_normal((64, 3, 16, 16))).astype(np.float32)
+    labels = g.integers(0, 10, 64)
+    path = MODELS / "convnet_elu.onnx"
+    check = {"X": held_out, "labels": labels}
+    int8, report = quantize_with_report(
+        path, {"X": calibration}, check=check, min_top1_agreement=0, max_accuracy_drop=100
+    )
+
+    def run(model: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"X": held_out})[0].astype(np.float64)
+
+    fp32_out, int8_out = run(iabn_onnx.fold(path)), run(int8)
+    agreement = float((fp32_out.argmax(1) == int8_out.argmax(1)).mean())
+    assert 0.5 < agreement < 1  # the case this test is for: some samples disagree
+    assert report.check is not None and report.check.samples == 64
+    assert report.check.top1_agreement == pytest.approx(agreement, abs=1e-12)
+    assert report.check.max_abs_diff == pytest.approx(np.abs(fp32_out - int8_out).max(), rel=1e-6)
+    assert report.check.mean_abs_diff == pytest.approx(np.abs(fp32_out - int8_out).mean(), rel=1e-6)
+    assert report.check.accuracy_fp32 == pytest.approx(float((fp32_out.argmax(1) == labels).mean()), abs=1e-12)
+    assert report.check.accuracy_int8 == pytest.approx(float((int8_out.argmax(1) == labels).mean()), abs=1e-12)
+
+
 def test_the_int8_file_runs_on_openvino(tmp_path):
     ov = pytest.importorskip("openvino")
     samples = np.random.default_rng(4).standard_normal((8, 3, 16, 16)).astype(np.float32)
