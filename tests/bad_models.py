@@ -60,7 +60,7 @@ X = np.ones((2, 4, 3), np.float32)
 # name -> (model factory, feed or None, words the message must contain)
 MODEL_CASES = {
     "unknown_act": (lambda: _set_attr(_base(), "act", "relu"), "act"),
-    "alpha_zero": (lambda: _set_attr(_base(act="leaky_relu"), "act_alpha", 0.0), "act_alpha"),
+    "alpha_negative": (lambda: _set_attr(_base(act="leaky_relu"), "act_alpha", -0.01), "act_alpha"),
     "alpha_negative_elu": (lambda: _set_attr(_base(act="elu"), "act_alpha", -1.0), "act_alpha"),
     "epsilon_negative": (lambda: _set_attr(_base(), "epsilon", -1e-5), "epsilon"),
     "epsilon_huge": (lambda: _set_attr(_base(), "epsilon", 1e6), "epsilon"),

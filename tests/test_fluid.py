@@ -264,10 +264,10 @@ def test_set_parameters_validates(program):
         ({"epsilon": 0.01}, r"outside Paddle's range \[0.0, 0.001\]"),
         ({"epsilon": -1e-5}, "outside Paddle's range"),
         ({"data_layout": "NWHC"}, "data_layout must be 'NCHW' or 'NHWC'"),
-        ({"act": "leaky_relu", "act_alpha": 0.0}, "act_alpha"),
+        ({"act": "leaky_relu", "act_alpha": -0.2}, "act_alpha"),
         ({"momentum": 1.5}, "momentum"),
     ],
-    ids=["relu", "sigmoid", "eps-too-big", "eps-negative", "bad-layout", "alpha-zero", "momentum"],
+    ids=["relu", "sigmoid", "eps-too-big", "eps-negative", "bad-layout", "alpha-negative", "momentum"],
 )
 def test_inplace_abn_rejects_what_paddle_rejects(program, kwargs, fault):
     x = fluid.data(name="x", shape=[2, 3, 4], dtype="float32")

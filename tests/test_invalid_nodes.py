@@ -1,4 +1,4 @@
-"""An invalid InplaceABN node fails the same way everywhere: act="gelu", act_alpha=0, data_layout="NCDHW".
+"""An invalid InplaceABN node fails the same way everywhere: act="gelu", act_alpha=-0.1, data_layout="NCDHW".
 
 fold, convert, check, onnx.checker (full_check), onnx shape inference and both sessions reject it,
 naming the node and the fault; plain onnxruntime, which can only run the model-local function,
@@ -25,7 +25,7 @@ from tests.conftest import rng
 # (case id, attribute overrides written into the node, words of the fault)
 INVALID = [
     ("act-gelu", {"act": "gelu"}, "unknown act 'gelu'"),
-    ("alpha-zero", {"act": "leaky_relu", "act_alpha": 0.0}, "act_alpha=0.0 must be finite and > 0"),
+    ("alpha-negative", {"act": "leaky_relu", "act_alpha": -0.1}, "must be finite and >= 0 for act='leaky_relu'"),
     ("layout-NCDHW", {"data_layout": "NCDHW"}, "unknown data_layout 'NCDHW'"),
 ]
 IDS = [c[0] for c in INVALID]
@@ -103,21 +103,21 @@ def test_exporters_cannot_write_an_invalid_node():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), InPlaceABN(4, activation="gelu")).eval()
     with pytest.raises(TorchExportError, match="unsupported activation 'gelu'"):
         iabn_onnx.export_torch(net, (torch.randn(2, 3, 4, 4),))
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), InPlaceABN(4, activation="leaky_relu", activation_param=0.0))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), InPlaceABN(4, activation="leaky_relu", activation_param=-0.1))
     with pytest.raises(TorchExportError, match="act_alpha"):
         iabn_onnx.export_torch(net.eval(), (torch.randn(2, 3, 4, 4),))
     program = fluid.Program()
     with fluid.program_guard(program):
         x = fluid.data(name="x", shape=[2, 3, 4, 4], dtype="float32")
-        for kwargs in ({"act": "gelu"}, {"act": "leaky_relu", "act_alpha": 0.0}, {"data_layout": "NCDHW"}):
+        for kwargs in ({"act": "gelu"}, {"act": "leaky_relu", "act_alpha": -0.1}, {"data_layout": "NCDHW"}):
             with pytest.raises(fluid.FluidError):
                 fluid.layers.inplace_abn(input=x, **kwargs)
-    # convert keeps a non-invertible LeakyRelu(alpha=0) separate instead of writing act_alpha=0
+    # convert keeps a LeakyRelu(alpha<0) separate instead of writing a negative act_alpha
     bn, _ = single_node_model((2, 3, 4, 4), InplaceABNAttrs(), np.float32)
     from iabn_onnx.passes.to_batchnorm import batchnorm_form
 
     bn_model = batchnorm_form(bn)
-    relu = helper.make_node("LeakyRelu", [bn_model.graph.output[0].name], ["Z"], alpha=0.0)
+    relu = helper.make_node("LeakyRelu", [bn_model.graph.output[0].name], ["Z"], alpha=-0.1)
     bn_model.graph.node.append(relu)
     bn_model.graph.output[0].name = "Z"
     converted = iabn_onnx.convert(bn_model)

@@ -32,8 +32,12 @@ def test_checker_rejects_unknown_attribute():
 def test_attributes_are_float32_truth_and_validated():
     attrs = InplaceABNAttrs(act_alpha=0.1)
     assert attrs.act_alpha == float(np.float32(0.1))
-    with pytest.raises(InplaceABNError, match="act_alpha"):
-        InplaceABNAttrs(act="elu", act_alpha=0.0).validate("n")
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(InplaceABNError, match="must be finite and >= 0"):
+            InplaceABNAttrs(act="elu", act_alpha=bad).validate("n")
+    zero = InplaceABNAttrs(act="leaky_relu", act_alpha=0.0).validate("n")  # ReLU: mapillary's decoders use it
+    assert zero.is_relu and zero.onnx_activation() == ("Relu", {})
+    assert not InplaceABNAttrs(act="identity", act_alpha=0.0).validate("n").is_relu
     with pytest.raises(ValueError, match="unknown act"):
         InplaceABNAttrs(act="relu")
 

@@ -15,7 +15,7 @@ opset 19) and selects with ``Where``:
     Y     = act == leaky_relu ? where(z<0, alpha·z, z) : act == elu ? where(z<0, alpha·(e^z-1), z) : z
     running_mean = mean·momentum + batch_mean·(1-momentum)   (same for running_var)
 
-An unknown ``act`` or ``data_layout``, or an ``act_alpha`` that is not finite and > 0
+An unknown ``act`` or ``data_layout``, or an ``act_alpha`` that is negative or not finite
 for leaky_relu/elu, makes every output NaN (plain onnxruntime cannot raise from a
 function body); ``iabn_onnx.InferenceSession``, ``fold``, ``convert``, ``check`` and
 ``onnx.checker`` reject such a node outright.
@@ -102,16 +102,16 @@ def _body() -> list[onnx.NodeProto]:
             values_int64s=[list(Layout).index(layout) for layout in Layout],  # (rank - 2) * code places
             default_int64=-1,
         ),
-        # an unknown act or data_layout, or act_alpha <= 0, NaN or inf for leaky_relu/elu, makes
+        # an unknown act or data_layout, or act_alpha < 0, NaN or inf for leaky_relu/elu, makes
         # every output NaN: the body never computes something else in their place
         n("GreaterOrEqual", ["act_code", "zero"], ["act_known"]),
         n("GreaterOrEqual", ["layout_code", "zero"], ["layout_known"]),
         n("Greater", ["act_code", "zero"], ["needs_alpha"]),
         helper.make_node("Constant", [], ["zero_attr_f"], value_float=0.0),
-        n("Greater", ["alpha_f", "zero_attr_f"], ["alpha_positive"]),
+        n("GreaterOrEqual", ["alpha_f", "zero_attr_f"], ["alpha_nonnegative"]),
         n("IsInf", ["alpha_f"], ["alpha_inf"]),
         n("Not", ["alpha_inf"], ["alpha_finite"]),
-        n("And", ["alpha_positive", "alpha_finite"], ["alpha_ok"]),
+        n("And", ["alpha_nonnegative", "alpha_finite"], ["alpha_ok"]),
         n("Not", ["needs_alpha"], ["alpha_unused"]),
         n("Or", ["alpha_unused", "alpha_ok"], ["alpha_valid"]),
         n("And", ["act_known", "layout_known"], ["names_known"]),

@@ -11,6 +11,9 @@ and the ONNX ``OpSchema`` that lets ``onnx.checker`` and
     leaky_relu(z) = z if z >= 0 else act_alpha * z
     elu(z)        = z if z >= 0 else act_alpha * (exp(z) - 1)
 
+``act_alpha`` is finite and >= 0; 0 makes either activation ReLU. The operator defines the
+forward pass only, so it needs no invertible activation (mapillary's in-place backward does).
+
 With ``training_mode=1`` the batch mean and the biased batch variance over
 every axis but the channel axis replace ``mean``/``var``, and the node also
 returns ``running_mean``/``running_var`` updated as
@@ -85,7 +88,7 @@ class Activation(str, Enum):
         return _ACT_CODES[self]
 
     @property
-    def invertible_needs_alpha(self) -> bool:
+    def takes_alpha(self) -> bool:
         return self is not Activation.IDENTITY
 
 
@@ -132,6 +135,23 @@ class InplaceABNAttrs:
             raise TypeError(f"training_mode must be 0 or 1, got {self.training_mode!r}")
         object.__setattr__(self, "training_mode", int(self.training_mode))
 
+    @property
+    def is_relu(self) -> bool:
+        """The activation is max(z, 0): leaky_relu or elu with alpha 0 (mapillary's decoders use slope 0).
+
+        Only the in-place *backward* pass needs an invertible activation; the operator defines the
+        forward alone, so a zero alpha is valid in both modes.
+        """
+        return self.act.takes_alpha and self.act_alpha == 0.0
+
+    def onnx_activation(self) -> tuple[str, dict[str, float]] | None:
+        """The standard ONNX op (and its attributes) that computes ``act``; None for identity."""
+        if self.act is Activation.IDENTITY:
+            return None
+        if self.is_relu:
+            return "Relu", {}
+        return ("LeakyRelu" if self.act is Activation.LEAKY_RELU else "Elu"), {"alpha": self.act_alpha}
+
     # -- validation ---------------------------------------------------------
     def faults(self) -> list[str]:
         """Every reason these attributes are invalid (empty when valid)."""
@@ -142,11 +162,8 @@ class InplaceABNAttrs:
         lo, hi = MOMENTUM_RANGE
         if not (math.isfinite(self.momentum) and lo <= self.momentum <= hi):
             out.append(f"momentum={self.momentum!r} is outside [{lo}, {hi}]")
-        if self.act.invertible_needs_alpha and not (math.isfinite(self.act_alpha) and self.act_alpha > 0):
-            out.append(
-                f"act_alpha={self.act_alpha!r} must be finite and > 0 for act='{self.act.value}' "
-                "(the in-place backward pass needs an invertible activation)"
-            )
+        if self.act.takes_alpha and not (math.isfinite(self.act_alpha) and self.act_alpha >= 0):
+            out.append(f"act_alpha={self.act_alpha!r} must be finite and >= 0 for act='{self.act.value}'")
         if self.training_mode not in (0, 1):
             out.append(f"training_mode={self.training_mode} must be 0 or 1")
         return out
@@ -384,7 +401,7 @@ def build_op_schema() -> onnx.defs.OpSchema:
         "epsilon": "Added to var before sqrt.",
         "momentum": "running*momentum + batch*(1-momentum).",
         "act": "identity | leaky_relu | elu.",
-        "act_alpha": "Slope (leaky_relu) or alpha (elu), > 0.",
+        "act_alpha": "Slope (leaky_relu) or alpha (elu), finite and >= 0; 0 makes either ReLU.",
         "training_mode": "1: use batch statistics.",
         "data_layout": "NCHW | NHWC.",
     }

@@ -1,7 +1,8 @@
 """The activation after a fold: LeakyRelu / Elu, or for float64 an expansion onnxruntime runs.
 
 before:  Z -> (the activation InplaceABN applied) -> Y
-after:   Z -> LeakyRelu(alpha) | Elu(alpha) -> Y                      (float16, float32)
+after:   Z -> Relu -> Y                                               (leaky_relu or elu with alpha 0)
+         Z -> LeakyRelu(alpha) | Elu(alpha) -> Y                      (float16, float32)
          Z -> Min(Z, 0) -> [Exp -> Sub 1 ->] Mul alpha -> Add Relu(Z) -> Y   (float64)
          Z -> Identity -> Y                                           (identity)
 
@@ -25,9 +26,9 @@ def activation_nodes(
     act, alpha = attrs.act, attrs.act_alpha
     if act is Activation.IDENTITY:
         return [helper.make_node("Identity", [z], [y], name=g.fresh_node(f"{name}__identity"))]
-    if np.dtype(dtype) != np.float64:
-        op = "LeakyRelu" if act is Activation.LEAKY_RELU else "Elu"
-        return [helper.make_node(op, [z], [y], name=g.fresh_node(f"{name}__{act.value}"), alpha=alpha)]
+    op, op_attrs = attrs.onnx_activation()
+    if attrs.is_relu or np.dtype(dtype) != np.float64:  # Relu has a float64 kernel; onnxruntime fuses Conv + Relu
+        return [helper.make_node(op, [z], [y], name=g.fresh_node(f"{name}__{act.value}"), **op_attrs)]
     # onnxruntime's CPU provider has no double LeakyRelu or Elu:
     #   leaky_relu(z) = relu(z) + alpha * min(z, 0)
     #   elu(z)        = relu(z) + alpha * (exp(min(z, 0)) - 1)

@@ -2,6 +2,7 @@
 
 before:  X, scale, B, mean, var -> InplaceABN(epsilon, act, act_alpha; training_mode=0, NCHW) -> Y
 after:   X, scale, B, mean, var -> BatchNormalization(epsilon) -> Z -> LeakyRelu(act_alpha) | Elu(act_alpha) -> Y
+         (act_alpha=0: Z -> Relu -> Y)
          (act=identity: BatchNormalization writes Y itself)
 
 Formula: both compute ``Y = act((X - mean) / sqrt(var + epsilon) * scale + B)`` per channel.
@@ -12,7 +13,7 @@ Preconditions (``check`` returns the reason when one fails):
 
 * training_mode=0: BatchNormalization's own training mode is rejected by inference builds;
 * data_layout NCHW: BatchNormalization's channel axis is 1;
-* X is float16 or float32, or float64 with act=identity: onnxruntime's CPU provider has a float64
+* X is float16 or float32, or float64 with act=identity or alpha 0 (Relu): onnxruntime's CPU provider has a float64
   BatchNormalization but no float64 LeakyRelu (opset >= 16) or Elu kernel;
 * no constant scale is infinite: BatchNormalization gives NaN where the operator gives ±inf.
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from onnx import NodeProto
 
 ROUTE = "BatchNormalization"
-ACTIVATION_OPS = {Activation.LEAKY_RELU: "LeakyRelu", Activation.ELU: "Elu"}
 DTYPES = (onnx_enums.FLOAT, onnx_enums.FLOAT16)
 
 
@@ -44,8 +44,8 @@ def check(attrs: InplaceABNAttrs, dtype: int | None, constant_scale: np.ndarray 
         return "training_mode=1 (batch statistics)"
     if attrs.data_layout is not Layout.NCHW:
         return "NHWC (BatchNormalization's channel axis is 1)"
-    identity_f64 = dtype == onnx_enums.DOUBLE and attrs.act is Activation.IDENTITY
-    if dtype not in DTYPES and not identity_f64:
+    f64_kernels = dtype == onnx_enums.DOUBLE and (attrs.act is Activation.IDENTITY or attrs.is_relu)
+    if dtype not in DTYPES and not f64_kernels:
         what = onnx_enums.dtype_name(dtype) if dtype else "unknown"
         return f"X dtype {what} (onnxruntime has no float64 LeakyRelu/Elu)"
     if constant_scale is not None and not np.isfinite(constant_scale).all():
@@ -59,11 +59,10 @@ def rewrite(node: NodeProto, attrs: InplaceABNAttrs, fresh: Callable[[str], str]
 
     make_node = helper.make_node
     name = node.name or node.output[0]
-    op = ACTIVATION_OPS.get(attrs.act)
-    z = fresh(f"{node.output[0]}__bn") if op else node.output[0]
+    activation = attrs.onnx_activation()
+    z = fresh(f"{node.output[0]}__bn") if activation else node.output[0]
     nodes = [make_node("BatchNormalization", list(node.input), [z], name=node.name, epsilon=attrs.epsilon)]
-    if op:
-        nodes.append(
-            make_node(op, [z], [node.output[0]], name=fresh(f"{name}__{attrs.act.value}"), alpha=attrs.act_alpha)
-        )
+    if activation:
+        op, op_attrs = activation
+        nodes.append(make_node(op, [z], [node.output[0]], name=fresh(f"{name}__{attrs.act.value}"), **op_attrs))
     return nodes

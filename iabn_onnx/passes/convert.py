@@ -7,7 +7,7 @@ A BatchNormalization not followed by a fusable activation becomes
 ``act=identity``. Preconditions (otherwise the node is skipped and the
 report says why):
 * the activation is the sole consumer of Z, Z is not a graph output, and
-  alpha > 0 (the in-place trick needs an invertible activation);
+  alpha >= 0 (the operator's range; 0 is ReLU);
 * scale, B, mean and var are initializers or graph inputs (not computed);
 * epsilon lies in the operator's range; the node is in the default domain;
 * training-mode BatchNormalization needs all three outputs or only Y
@@ -121,12 +121,12 @@ def convert_with_report(
             a_node = nxt[0]
             a_act, a_default = _ACTS[a_node.op_type]
             a_alpha = next((a.f for a in a_node.attribute if a.name == "alpha"), a_default)
-            if a_alpha > 0:
+            if a_alpha >= 0:
                 act, alpha, y = a_act, a_alpha, a_node.output[0]
                 how = f"BatchNormalization + {a_node.op_type} -> InplaceABN({a_act}, alpha={a_alpha:g})"
                 remove.add(next(i for i, n in enumerate(graph.node) if n is a_node))
             else:
-                how += f" ({a_node.op_type} alpha={a_alpha:g} is not invertible; kept separate)"
+                how += f" ({a_node.op_type} alpha={a_alpha:g} is negative; kept separate)"
         try:
             iabn_attrs = InplaceABNAttrs(
                 epsilon=eps,

@@ -57,9 +57,10 @@ def batchnorm_form(model: onnx.ModelProto) -> onnx.ModelProto:
                 training_mode=attrs.training_mode,
             )
         )
-        if attrs.act is not Activation.IDENTITY:
-            op = "LeakyRelu" if attrs.act is Activation.LEAKY_RELU else "Elu"
-            nodes.append(helper.make_node(op, [z], [y], name=node.name + ".act", alpha=attrs.act_alpha))
+        activation = attrs.onnx_activation()
+        if activation:
+            op, op_attrs = activation
+            nodes.append(helper.make_node(op, [z], [y], name=node.name + ".act", **op_attrs))
         if nhwc:
             nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, *range(2, rank), 1]))
     out = onnx.ModelProto()

@@ -8,7 +8,10 @@ work in plain PyTorch:
 * ``torch.utils.cpp_extension.load(...)`` of InplaceABN's own C++/CUDA sources (every source
   named ``inplace_abn*.cpp/.cc/.cu``), as 2018-era vendored copies call at import: it returns a
   pure-PyTorch module with that extension's functions (``backend_2018``) instead of compiling.
-  Every other ``load`` goes to torch untouched.
+  Every other ``load`` goes to torch untouched;
+* the April-2018 ``InPlaceABNSync`` (``devices`` and master/worker queues), whose forward needs a
+  CUDA device to call its master: classes of that shape defined from now on run as on one device
+  (``single_device``).
 
 A real, importable ``inplace_abn`` is never shadowed: the stand-in answers only when no other
 finder finds the package, or when what they find is mapillary's source tree without its
@@ -111,10 +114,13 @@ def install_torch_fallback() -> None:
             return
         import torch.utils.cpp_extension as cpp_extension
 
+        from . import single_device
+
         finder = _StandInFinder()
         sys.meta_path.insert(0, finder)
         original = cpp_extension.load
         cpp_extension.load = _load_backend(original)
+        single_device.install()
         _state.update(finder=finder, load=original, patched=cpp_extension.load)
 
 
@@ -130,6 +136,9 @@ def uninstall_torch_fallback() -> None:
             sys.meta_path.remove(_state["finder"])
         if cpp_extension.load is _state["patched"]:
             cpp_extension.load = _state["load"]
+        from . import single_device
+
+        single_device.uninstall()
         for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
             if is_stand_in(sys.modules[name]):
                 del sys.modules[name]

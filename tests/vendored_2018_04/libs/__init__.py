@@ -1,0 +1,3 @@
+from .bn import ABN, InPlaceABN, InPlaceABNSync
+
+__all__ = ["ABN", "InPlaceABN", "InPlaceABNSync"]
