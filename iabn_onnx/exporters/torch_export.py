@@ -17,7 +17,7 @@ Semantics reproduced, per module:
   ``momentum = 1 - m``; ``momentum=None`` (cumulative average) uses the factor the
   module's next training step would use, ``1/(num_batches_tracked+1)``.
 * ``ABN(activation="relu")`` exports as ``InplaceABN(act=identity)`` followed by ``Relu``
-  (ReLU is not invertible, so the operator does not take it).
+  (as ABN computes it; a zero-slope ``leaky_relu`` node would be equivalent).
 * Training mode (``training=torch.onnx.TrainingMode.TRAINING``, or a module in train
   mode with ``TrainingMode.PRESERVE``) gives ``training_mode=1`` nodes, which normalize
   with batch statistics; so does a module with ``track_running_stats=False``.
