@@ -129,3 +129,49 @@ def test_negative_or_non_finite_alpha_is_refused(alpha):
     (fault,) = InplaceABNAttrs(act=Activation.LEAKY_RELU, act_alpha=alpha).faults()
     assert "must be finite and >= 0 for act='leaky_relu'" in fault
     assert InplaceABNAttrs(act=Activation.IDENTITY, act_alpha=alpha).faults() == []  # identity ignores it
+
+
+@pytest.mark.parametrize("for_test", [False, True], ids=["training", "for_test"])
+def test_fluid_layer_with_zero_slope(for_test):
+    """Paddle's layer with act_alpha=0: the ONNX node runs in both modes and equals the numpy reference."""
+    import iabn_onnx.fluid as fluid
+    from iabn_onnx.op.reference import inplace_abn_reference
+
+    main = fluid.Program()
+    with fluid.program_guard(main):
+        x = fluid.data(name="x", shape=[2, 3, 4, 4], dtype="float32")
+        y = fluid.layers.inplace_abn(input=x, act="leaky_relu", act_alpha=0.0)
+        g = rng(4)
+        params = {
+            n: (g.uniform(0.3, 2.0, v.shape) if n.endswith(".w_2") else g.standard_normal(v.shape))
+            for n, v in fluid.parameters(main).items()
+        }
+        fluid.set_parameters(params, main)
+        model = fluid.to_onnx([y], for_test=for_test)
+    xv = rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    attrs = InplaceABNAttrs(act=Activation.LEAKY_RELU, act_alpha=0.0, training_mode=int(not for_test))
+    want = inplace_abn_reference(xv, *(params[f"inplace_abn_0.{s}"] for s in ("w_0", "b_0", "w_1", "w_2")), attrs)
+    want = want[0] if isinstance(want, tuple) else want
+    assert_close(iabn_onnx.InferenceSession(model).run(None, {"x": xv})[0], want)
+
+
+def test_quantize_a_zero_slope_network():
+    """int8 of Conv → InPlaceABN(slope 0) → Conv: the ReLU is quantized with its Conv, never a LeakyRelu."""
+    torch = pytest.importorskip("torch")
+    from tests.test_torch_fallback import randomize
+    from tests.torch_replicas import InPlaceABN
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), InPlaceABN(8, activation_param=0.0), torch.nn.Conv2d(8, 4, 1)
+    )
+    randomize(net).eval()
+    samples = rng(7).standard_normal((8, 3, 12, 12)).astype(np.float32)
+    proto = iabn_onnx.export_torch(net, (torch.from_numpy(samples[:1]),))
+    name = proto.graph.input[0].name
+    int8 = iabn_onnx.quantize(proto, {name: samples[:1]}, per_channel=True)
+    ops = [n.op_type for n in int8.graph.node]
+    assert "QuantizeLinear" in ops and "LeakyRelu" not in ops and "InplaceABN" not in ops
+    with torch.no_grad():
+        want = net(torch.from_numpy(samples[:1])).numpy()
+    got = plain_session(int8).run(None, {name: samples[:1]})[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()  # int8: a few quantization steps
