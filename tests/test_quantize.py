@@ -101,10 +101,8 @@ def test_weight_schemes(per_channel):
     # symmetric exactly where the scales are per channel; asymmetric per-tensor weights: nonzero points
     assert [not z.any() for z in zero_points] == [not t for t in per_tensor]
     if per_channel == "auto":
-        assert "calibration samples" in report.weights or "no layer measured faster" in report.weights
-        mixed = re.match(
-            r"per-channel symmetric int8 weights, per-tensor asymmetric for (\d+) of (\d+)", report.weights
-        )
+        assert "calibration samples" in report.weights or "none faster beyond noise" in report.weights
+        mixed = re.match(r"per-channel symmetric int8 weights, per-tensor for (\d+) of (\d+)", report.weights)
         if mixed:
             assert sum(per_tensor) == int(mixed[1]) and 0 < int(mixed[1]) < int(mixed[2]) == len(weights)
         else:
@@ -117,24 +115,29 @@ def test_weight_schemes(per_channel):
         iabn_onnx.quantize(MODELS / "convnet_leaky_relu.onnx", {"X": samples}, per_channel="sometimes")
 
 
-def test_auto_reads_every_layers_kernel_time_and_quantizes_the_named_weights_per_tensor(tmp_path):
-    """The per-layer choice's two steps: onnxruntime's profiler gives a kernel time for every Conv of both int8
-    models (its layout transformer renames the nodes it rewrites; the names are mapped back), and the
-    quantizer, given weight names, makes exactly those per-tensor asymmetric and the rest per-channel."""
+def test_auto_probes_layers_and_quantizes_the_named_weights_per_tensor(tmp_path):
+    """The auto choice's parts: onnxruntime's profiler gives a kernel time and the input shape of every Conv
+    and Gemm of the int8 model (its layout transformer renames and runs channels-last the nodes it rewrites;
+    names and shapes are mapped back); a layer alone runs in int8 with the whole model's calibrated ranges;
+    the quantizer, given weight names, makes exactly those per-tensor asymmetric and the rest per-channel."""
     from onnxruntime.quantization import CalibrationMethod, quant_pre_process
 
-    from iabn_onnx.quantization import _kernel_times, _quantize_static, _timing_batches, _weight_of_node
+    from iabn_onnx.quantization.calibrated import CalibratedQuantizer
+    from iabn_onnx.quantization.weights import one_layer_model, profile_layers, weight_of_node
 
     samples = np.random.default_rng(6).standard_normal((8, 3, 16, 16)).astype(np.float32)
     folded = tmp_path / "folded.onnx"
     onnx.save(iabn_onnx.fold(MODELS / "convnet_leaky_relu.onnx"), str(folded))
     prepared = str(tmp_path / "prepared.onnx")
     quant_pre_process(str(folded), prepared, skip_symbolic_shape=True)
-    weights = _weight_of_node(onnx.load(prepared))
+    float_model = onnx.load(prepared)
+    weights = weight_of_node(float_model)
     assert len(weights) == 3  # two Conv, one Gemm
     feeds = [{"X": samples[i : i + 1]} for i in range(8)]
-    chosen = {weights[next(n for n in weights if "Conv" in n or "conv" in n)]}
-    model = _quantize_static(prepared, str(tmp_path / "mixed.onnx"), feeds, chosen, [], CalibrationMethod.MinMax)
+    quantizer = CalibratedQuantizer(prepared, str(tmp_path), feeds, [], CalibrationMethod.MinMax)
+    per_channel = quantizer.build(False)
+    chosen = {weights[next(n for n in weights if "conv" in n.lower())]}
+    model = onnx.load(quantizer.build(chosen))
     dequantize = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
@@ -142,14 +145,43 @@ def test_auto_reads_every_layers_kernel_time_and_quantizes_the_named_weights_per
             scale, zero_point = (inits[name] for name in dequantize[node.input[1]].input[1:3])
             assert (scale.size == 1) == (weights[node.name] in chosen), node.name
             assert bool(zero_point.any()) == (weights[node.name] in chosen), node.name  # asymmetric: a nonzero point
-    session = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
-    batches = _timing_batches(feeds, session)
-    assert [b["X"].shape[0] for b in batches] == [1, 8]
-    per_channel = _quantize_static(prepared, str(tmp_path / "pc.onnx"), feeds, False, [], CalibrationMethod.MinMax)
-    times = _kernel_times({False: per_channel, True: model}, batches, str(tmp_path))
-    for key in (False, True):
-        assert set(weights) <= set(times[key])
-        assert all(len(times[key][n]) == 2 and min(times[key][n]) > 0 for n in weights)
+    profiled = profile_layers(per_channel, feeds[0], set(weights), str(tmp_path))
+    assert set(profiled) == set(weights) and all(t > 0 for t, _ in profiled.values())
+    shapes = {n: shape for n, (_, shape) in profiled.items()}
+    assert shapes["conv0"] == [1, 3, 16, 16] and shapes["fc"] == [1, 8]  # conv0 ran channels-last
+    part = tmp_path / "conv1.onnx"
+    onnx.save(one_layer_model(float_model, "conv1", shapes["conv1"]), str(part))
+    int8_part = quantizer.quantize_file(str(part), str(tmp_path / "conv1_int8.onnx"), True)
+    assert quantizer.candidates == 2  # the one-layer model is no candidate
+    x = np.random.default_rng(7).standard_normal(shapes["conv1"]).astype(np.float32)
+    session = ort.InferenceSession(int8_part, providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, 8, *shapes["conv1"][2:])
+    part_inits = {i.name: i for i in onnx.load(int8_part).graph.initializer}
+    ranges = [n for n in onnx.load(int8_part).graph.node if n.op_type == "QuantizeLinear"]
+    assert ranges and all(n.input[1] in part_inits for n in ranges)  # ranges from the cache, as constants
+
+
+@pytest.mark.parametrize("faster", [False, True], ids=["nothing-faster", "probe-finds-faster"])
+def test_auto_calibrates_once_and_builds_at_most_two_candidates(monkeypatch, faster):
+    """One call, with auto and a check: the calibration data is read once (onnxruntime's calibrator reads
+    the reader to its end once), the probe's one-layer models and the mixed candidate reuse its ranges."""
+    from iabn_onnx.quantization import data, weights
+
+    monkeypatch.setattr(weights, "FASTER", 10.0 if faster else 0.0)  # every layer faster, or none
+    passes = data.Reader.passes
+    samples = np.random.default_rng(8).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    seen = []
+    _, report = quantize_with_report(
+        MODELS / "convnet_leaky_relu.onnx",
+        {"X": samples},
+        check={"X": samples},
+        min_agreement=0,
+        progress=lambda step, seconds: seen.append(step),
+    )
+    assert data.Reader.passes - passes == 1
+    assert report.candidates == (2 if faster else 1)
+    assert ("compare the two candidates" in seen) == faster and seen[-1] == "check"
+    assert [s for s, _ in report.steps] == seen
 
 
 def test_training_mode_batch_statistics_stay_float(tmp_path):
@@ -247,21 +279,3 @@ def test_the_int8_file_runs_on_openvino(tmp_path):
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": samples[:2]})[0]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))  # both int8, rounding may differ
-
-
-def test_a_layer_goes_per_tensor_only_when_3_percent_faster_and_slower_at_no_batch(monkeypatch):
-    """The per-layer rule on given kernel times (per sample, at one sample and at the batch)."""
-    from iabn_onnx import quantization
-
-    per_channel = {"a": (1.0, 1.0), "b": (1.0, 1.0), "c": (1.0, 1.0), "d": (1.0, 1.0)}
-    per_tensor = {
-        "a": (0.9, 0.9),  # faster at both: per tensor
-        "b": (1.05, 0.5),  # far faster in all, but slower at one sample: stays per channel
-        "c": (0.98, 0.98),  # 2% faster: stays
-        "d": (0.96, 0.97),  # 3.5% faster over both, slower at neither: per tensor
-    }
-    monkeypatch.setattr(
-        quantization, "_kernel_times", lambda models, batches, tmp: {False: per_channel, True: per_tensor}
-    )
-    weights = {"a": "wa", "b": "wb", "c": "wc", "d": "wd", "e": "we"}  # e: no time measured, stays
-    assert quantization._faster_per_tensor({}, weights, [], "") == {"wa", "wd"}
