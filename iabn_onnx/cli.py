@@ -156,9 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fold MODEL, quantize it with onnxruntime.quantization (static QDQ: uint8 activations, int8 "
         "weights per channel or per tensor, layer by layer, whichever measures faster here while the model stays "
         "as accurate) calibrated on the "
-        "samples in DATA.npz (arrays by input name, samples stacked on axis 0), and write OUT. With --check, "
-        "compare the fp32 and int8 models on held-out samples (a 'labels' array gives accuracy) and refuse to "
-        "write when they differ past the thresholds.",
+        "samples in DATA.npz (arrays by input name, samples stacked on axis 0; a .npy for a one-input model), "
+        "and write OUTPUT. With --check, compare every output of the fp32 and int8 models on held-out samples: "
+        "argmax agreement over the class axis (per sample for a classifier, per pixel for a segmentation "
+        "map), |diff|; a 'labels' array (class ids (N,) or masks (N,H,W)) adds accuracy and mIoU. Refuse to "
+        "write when an output with a class axis (or one named by --check-output) is past the thresholds. "
+        "Steps that take longer than a few seconds print their time on stderr.",
     )
     q.add_argument("model", help="the ONNX model file")
     q.add_argument("--calibration", required=True, metavar="DATA.npz", help="calibration samples by input name")
@@ -169,15 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         metavar="POINTS",
-        help="with labels: refuse when int8 accuracy is this many points below fp32's (default: %(default)s)",
+        help="with labels: refuse when int8 accuracy (and mIoU, with masks) is this many points below fp32's "
+        "(default: %(default)s)",
     )
     q.add_argument(
         "--min-agreement",
         type=float,
         default=0.95,
         metavar="FRACTION",
-        help="without labels: refuse when fp32 and int8 agree on top-1 for less (default: %(default)s)",
+        help="without labels: refuse when fp32 and int8 agree on the argmax (per sample, or per pixel) for "
+        "less (default: %(default)s)",
     )
+    q.add_argument(
+        "--ignore-index",
+        type=int,
+        default=255,
+        metavar="LABEL",
+        help="mask value left out of pixel accuracy and mIoU (default: %(default)s)",
+    )
+    q.add_argument(
+        "--check-output",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="apply the thresholds to this output only (repeatable; default: every output with a class axis)",
+    )
+    q.add_argument("--report", metavar="FILE.json", help="write the whole report as JSON (also when refused)")
+    q.add_argument("--quiet", action="store_true", help="print no progress lines on stderr")
     q.add_argument(
         "--weights",
         choices=["auto", "per-channel", "per-tensor"],

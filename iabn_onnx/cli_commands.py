@@ -8,6 +8,7 @@ One module for every subcommand, so that they share one loader and one atomic wr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -25,6 +26,8 @@ from .cli import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
 from .graph import save_model
 from .op.schema import InplaceABNAttrs, is_inplace_abn
 from .runtime.session import InferenceSession, ModelLoadError, load_model_file
+
+PROGRESS_AFTER = 2.0  # seconds: a step shorter than this prints no progress line
 
 
 def _progress(message: str) -> None:
@@ -406,12 +409,34 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def step_printer(quiet: bool) -> Callable[[str, float], None] | None:
+    """The progress callback of the long commands: one stderr line per step that took PROGRESS_AFTER
+    seconds or more (``IABN_ONNX_PROGRESS_AFTER`` overrides), none with ``--quiet``."""
+    if quiet:
+        return None
+    try:
+        after = float(os.environ.get("IABN_ONNX_PROGRESS_AFTER", PROGRESS_AFTER))
+    except ValueError:
+        after = PROGRESS_AFTER
+
+    def print_step(step: str, seconds: float) -> None:
+        if seconds >= after:
+            print(f"iabn-onnx: {step}: {seconds:.1f} s", file=sys.stderr, flush=True)
+
+    return print_step
+
+
+def _write_json(path: str, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .quantization import CalibrationDataError, QuantizeCheckError, quantize_with_report
+    from .quantization import CalibrationDataError, CheckOutputError, QuantizeCheckError, quantize_with_report
 
     _check_output_path(args.output, args.force)
     model = _load(args.model)
-    _progress(f"quantizing {args.model}")
     try:
         quantized, report = quantize_with_report(
             model,
@@ -419,13 +444,22 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             per_channel={"auto": "auto", "per-channel": True, "per-tensor": False}[args.weights],
             check=args.check,
             max_accuracy_drop=args.max_accuracy_drop,
-            min_top1_agreement=args.min_agreement,
+            min_agreement=args.min_agreement,
+            ignore_index=args.ignore_index,
+            check_outputs=args.check_output,
+            progress=step_printer(args.quiet),
         )
     except (FileNotFoundError, CalibrationDataError) as exc:  # "no such calibration file: ...", or its fault
         raise CliError(str(exc), EXIT_USAGE) from None
     except QuantizeCheckError as exc:
+        if args.report:
+            _write_json(args.report, exc.report.to_json())
         raise CliError(f"check failed, nothing written: {exc}", EXIT_REJECTED) from None
+    except CheckOutputError as exc:  # a --check-output naming no output with a class axis
+        raise CliError(str(exc), EXIT_USAGE) from None
     _save_atomic(quantized, args.output, args.force)
+    if args.report:
+        _write_json(args.report, report.to_json())
     for line in report.lines():
         print(line)
     print(f"wrote {args.output}")

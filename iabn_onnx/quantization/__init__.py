@@ -33,7 +33,7 @@ import onnx
 
 from ..model_source import ModelSource, as_model
 from ..quiet_logging import quiet_logger
-from .check import CheckResult, OutputCheck, QuantizeCheckError, compare, enforce, run_outputs
+from .check import CheckOutputError, CheckResult, OutputCheck, QuantizeCheckError, compare, enforce, run_outputs
 from .data import LABELS, CalibrationDataError, Samples, count, feeds, write_samples
 from .metrics import IGNORE_INDEX
 from .report import ProgressCallback, QuantizeReport, Steps
@@ -223,6 +223,7 @@ __all__ = [
     "PER_TENSOR",
     "WEIGHT_INPUT",
     "CalibrationDataError",
+    "CheckOutputError",
     "CheckResult",
     "OutputCheck",
     "QuantizeCheckError",

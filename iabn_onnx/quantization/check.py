@@ -28,6 +28,11 @@ class QuantizeCheckError(ValueError):
 
 
 @dataclass
+class CheckOutputError(ValueError):
+    """A named check output that the model does not have, or that has no class axis."""
+
+
+@dataclass
 class OutputCheck:
     """One output's figures (fractions; None where there is no data for it)."""
 
@@ -200,12 +205,14 @@ def compare(
         raise CalibrationDataError("the check set holds no feed")
     unknown = [n for n in check_outputs if n not in names]
     if unknown:
-        raise ValueError(f"check output '{unknown[0]}' is not an output of the model (outputs: {list(names)})")
+        raise CheckOutputError(f"check output '{unknown[0]}' is not an output of the model (outputs: {list(names)})")
     shapes = {n: tuple(np.shape(a)[1:]) for n, a in zip(names, reference[0])}
     candidates = [n for n in names if metrics.class_axis((1, *shapes[n])) is not None]
     for n in check_outputs:
         if n not in candidates:
-            raise ValueError(f"check output '{n}' has no class axis (shape {['N', *shapes[n]]}): nothing to agree on")
+            raise CheckOutputError(
+                f"check output '{n}' has no class axis (shape {['N', *shapes[n]]}): nothing to agree on"
+            )
     thresholded = list(check_outputs) or candidates
     labelled: list[str] = []
     if labels is not None:
@@ -278,4 +285,13 @@ def agreement_score(result: CheckResult) -> tuple[float, float]:
     return low, float(np.mean([o.mean_abs_diff for o in result.outputs.values()]))
 
 
-__all__ = ["CheckResult", "OutputCheck", "QuantizeCheckError", "agreement_score", "compare", "enforce", "run_outputs"]
+__all__ = [
+    "CheckOutputError",
+    "CheckResult",
+    "OutputCheck",
+    "QuantizeCheckError",
+    "agreement_score",
+    "compare",
+    "enforce",
+    "run_outputs",
+]
