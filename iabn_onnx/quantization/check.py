@@ -27,7 +27,6 @@ class QuantizeCheckError(ValueError):
         self.report = report
 
 
-@dataclass
 class CheckOutputError(ValueError):
     """A named check output that the model does not have, or that has no class axis."""
 
@@ -216,22 +215,25 @@ def compare(
     thresholded = list(check_outputs) or candidates
     labelled: list[str] = []
     if labels is not None:
-        labelled = [n for n in thresholded if _fits(labels, shapes[n])]
-        if not labelled:
+        shaped = [n for n in thresholded if _fits(labels, shapes[n])]
+        if not shaped:
             described = ", ".join(f"{n} {['N', *shapes[n]]}" for n in names)
             raise CalibrationDataError(
                 f"check 'labels' of shape {list(labels.shape)} fit no output with a class axis "
                 f"(outputs: {described}); class ids fit (N, C), masks (N, H, W) fit (N, C, H, W)"
             )
-        for n in labelled:
-            classes = shapes[n][0]
-            values = labels[labels != ignore_index]
-            if values.size and (values.min() < 0 or values.max() >= classes):
-                bad = int(values.max() if values.max() >= classes else values.min())
-                raise CalibrationDataError(
-                    f"check 'labels' hold class {bad}, but output '{n}' has {classes} classes "
-                    f"(and {ignore_index} is the ignore value)"
-                )
+        values = labels[labels != ignore_index]
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0:
+            raise CalibrationDataError(f"check 'labels' hold class {low} (and {ignore_index} is the ignore value)")
+        # labels go to the outputs of their shape with classes enough (a parsing map, not its 2-class edge map)
+        labelled = [n for n in shaped if high < shapes[n][0]]
+        if not labelled:
+            n = shaped[0]
+            raise CalibrationDataError(
+                f"check 'labels' hold class {high}, but output '{n}' has {shapes[n][0]} classes "
+                f"(and {ignore_index} is the ignore value)"
+            )
     acc = {n: _Accumulator((1, *shapes[n]), shapes[n][0] if n in labelled else None, ignore_index) for n in names}
     start = 0
     for ref, got, feed in zip(reference, outputs, feed_list):
