@@ -254,9 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--input-shape", required=True, type=_shape, metavar="N,C,H,W", help="the example input's shape")
     t.add_argument("--dynamic-batch", action="store_true", help="export with a symbolic batch dimension")
+    t.add_argument(
+        "--dynamic-hw",
+        action="store_true",
+        help="export with a symbolic height and width (checked at a second image size before writing)",
+    )
     t.add_argument("-o", "--output", required=True, help="where to write the ONNX model")
     t.add_argument("--fold", action="store_true", help="fold the InplaceABN nodes into standard ops before writing")
     t.add_argument("--force", action="store_true", help=force_help)
+    t.add_argument("--quiet", action="store_true", help="print no progress lines on stderr")
     t.set_defaults(func="cmd_export_torch")
 
     pd = parser(

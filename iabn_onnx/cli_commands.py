@@ -27,7 +27,7 @@ from .graph import save_model
 from .op.schema import InplaceABNAttrs, is_inplace_abn
 from .runtime.session import InferenceSession, ModelLoadError, load_model_file
 
-PROGRESS_AFTER = 2.0  # seconds: a step shorter than this prints no progress line
+PROGRESS_AFTER = 5.0  # seconds: a step shorter than this prints no progress line
 
 
 def _progress(message: str) -> None:
@@ -498,7 +498,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- export-torch ------------------------------------------------------------------
 #: the export is accepted when the ONNX output is within this of the model's own eval output,
 #: relative to max(|reference|, 1)
-EXPORT_TOLERANCE = {"float32": 1e-5, "float64": 1e-10, "float16": 1e-2}
 
 
 def _literal(text: str, what: str) -> object:
@@ -544,78 +543,6 @@ def _import_callable(target: str) -> Callable[..., object]:
     return obj  # type: ignore[return-value]
 
 
-def _read_checkpoint(path: str, trust: bool) -> object:
-    import pickle
-
-    import torch
-
-    if not os.path.isfile(path):
-        raise CliError(f"no such checkpoint file: {path}", EXIT_USAGE)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as exc:
-        if trust:
-            raise CliError(f"cannot read checkpoint {path}: {exc}", EXIT_USAGE) from None
-        import re
-
-        why = re.search(r"(?:unsupported|Unsupported global:) (GLOBAL [\w.]+)", str(exc))
-        raise CliError(
-            f"refused checkpoint {path}: reading it needs full unpickling, which can run code from the file"
-            f"{f' (it holds {why.group(1)})' if why else ''}; "
-            "pass --trust-checkpoint only if you trust its source",
-            EXIT_USAGE,
-        ) from None
-    except Exception as exc:
-        raise CliError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}", EXIT_USAGE) from None
-
-
-def _state_dict(checkpoint: object, key: str | None, path: str) -> dict[str, object]:
-    import torch
-
-    found: object = checkpoint
-    if key is not None:
-        for part in key.split("."):
-            if not isinstance(found, dict) or part not in found:
-                keys = sorted(found)[:10] if isinstance(found, dict) else type(found).__name__
-                raise CliError(f"checkpoint {path} has no key {key!r} (it holds {keys})", EXIT_USAGE)
-            found = found[part]
-    elif isinstance(checkpoint, dict):
-        for candidate in ("state_dict", "model"):
-            if candidate in checkpoint and isinstance(checkpoint[candidate], (dict, torch.nn.Module)):
-                found = checkpoint[candidate]
-                break
-    if isinstance(found, torch.nn.Module):
-        found = found.state_dict()
-    if not isinstance(found, dict) or not all(isinstance(v, torch.Tensor) for v in found.values()):
-        raise CliError(
-            f"checkpoint {path}: no state dict of tensors found"
-            + ("" if key else " (name where it is with --checkpoint-key)"),
-            EXIT_USAGE,
-        )
-    names = list(found)
-    if names and all(n.startswith("module.") for n in names):  # saved from DataParallel
-        found = {n[len("module.") :]: v for n, v in found.items()}
-    return found  # type: ignore[return-value]
-
-
-def _load_strict(model: object, state: dict[str, object], path: str) -> None:
-    try:
-        result = model.load_state_dict(state, strict=False)  # type: ignore[attr-defined]
-    except RuntimeError as exc:  # shape mismatches are raised even when not strict
-        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
-        detail = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
-        raise CliError(f"checkpoint {path} does not fit the model: {detail or _first_line(exc)}", EXIT_USAGE) from None
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-        parts = [f"missing keys: {few(missing)}"] if missing else []
-        parts += [f"unexpected keys: {few(unexpected)}"] if unexpected else []
-        raise CliError(f"checkpoint {path} does not fit the model (strict load): {'; '.join(parts)}", EXIT_USAGE)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -634,57 +561,6 @@ def _quiet_torch() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _flat_outputs(outputs: object) -> tuple[list[str], list[np.ndarray]]:
-    """The model's outputs as ONNX names them, flattened as ``torch.onnx.export`` flattens them (pytree
-    order: tuple and list items in order, dict values in insertion order, nested to any depth): one
-    tensor is ``output``; in a structure each leaf is named by its path, ``output.0.1`` or ``output.seg``."""
-    import torch
-    from torch.utils import _pytree as pytree
-
-    if isinstance(outputs, torch.Tensor):
-        return ["output"], [outputs.numpy()]
-    leaves, _ = pytree.tree_flatten_with_path(outputs)
-    names, arrays = [], []
-    for path, leaf in leaves:
-        name = "output" + "".join(f".{_key_text(k)}" for k in path)
-        if not isinstance(leaf, torch.Tensor):
-            raise CliError(f"the model's output {name} is a {type(leaf).__name__}, not a tensor", EXIT_REJECTED)
-        names.append(name)
-        arrays.append(leaf.numpy())
-    if not names:
-        raise CliError(f"the model returns {type(outputs).__name__} holding no tensor", EXIT_REJECTED)
-    return names, arrays
-
-
-def _key_text(key: object) -> str:
-    for attr in ("idx", "key", "name"):  # pytree's SequenceKey, MappingKey, GetAttrKey
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def _compare_all(expected: list[np.ndarray], got: list[np.ndarray], names: list[str], what: str) -> str:
-    """Each output against the model's own, naming the first that differs; the largest difference."""
-    diffs = [_compare(e, g, f"{what}: {name}" if len(names) > 1 else what) for e, g, name in zip(expected, got, names)]
-    return max(diffs, key=float)
-
-
-def _compare(expected: np.ndarray, got: np.ndarray, what: str) -> str:
-    a64, b64 = np.asarray(expected, np.float64), np.asarray(got, np.float64)
-    if a64.shape != b64.shape:
-        raise CliError(
-            f"{what}: output shape {list(b64.shape)} differs from the model's {list(a64.shape)}", EXIT_REJECTED
-        )
-    rel = float(np.max(np.abs(a64 - b64) / np.maximum(np.abs(a64), 1.0))) if a64.size else 0.0
-    tolerance = EXPORT_TOLERANCE.get(np.asarray(expected).dtype.name, 1e-5)
-    if not rel <= tolerance:  # NaN fails too
-        raise CliError(
-            f"{what}: output differs from the model's eval output by {rel:.3g} (> {tolerance:g}); nothing written",
-            EXIT_REJECTED,
-        )
-    return f"{rel:.3g}"
-
-
 def cmd_export_torch(args: argparse.Namespace) -> int:
     _check_output_path(args.output, args.force)
     try:
@@ -692,6 +568,9 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
     except ImportError:
         raise CliError("export-torch needs PyTorch: pip install 'iabn-onnx[torch]'", EXIT_USAGE) from None
     _quiet_torch()
+    from .exporters.torch_checkpoint import TorchCheckpointError, load_checkpoint
+    from .exporters.torch_export import TorchExportError, export_torch_with_report
+    from .exporters.torch_verify import ExportVerifyError
     from .torch_fallback import install_torch_fallback
 
     install_torch_fallback()
@@ -706,42 +585,42 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
         raise CliError(f"{args.target}(...) returned {type(model).__name__}, not a torch.nn.Module", EXIT_USAGE)
     if args.checkpoint:
         _progress(f"loading {args.checkpoint}")
-        state = _state_dict(
-            _read_checkpoint(args.checkpoint, args.trust_checkpoint), args.checkpoint_key, args.checkpoint
-        )
-        _load_strict(model, state, args.checkpoint)
+        try:
+            load_checkpoint(model, args.checkpoint, key=args.checkpoint_key, trust=args.trust_checkpoint)
+        except (FileNotFoundError, TorchCheckpointError) as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
     model.eval()
     example = torch.randn(*args.input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        try:
-            expected = model(example)
-        except Exception as exc:
-            raise CliError(
-                f"the model fails on an input of shape {list(args.input_shape)}: "
-                f"{type(exc).__name__}: {_first_line(exc)}",
-                EXIT_USAGE,
-            ) from None
-    names, expected_arrays = _flat_outputs(expected)
-    from .exporters.torch_export import export_torch
-
-    kwargs: dict[str, object] = {"input_names": ["input"], "output_names": names}
-    if args.dynamic_batch:
-        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+    dynamic = {0: torch.export.Dim("batch")} if args.dynamic_batch else {}
+    if args.dynamic_hw:
+        if len(args.input_shape) != 4:
+            raise CliError(f"--dynamic-hw needs an N,C,H,W input shape, got {list(args.input_shape)}", EXIT_USAGE)
+        dynamic |= {2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    kwargs: dict[str, object] = {"dynamic_shapes": (dynamic,)} if dynamic else {}
+    steps = step_printer(args.quiet)
+    started = time.perf_counter()
     _progress("exporting")
     try:
-        proto = export_torch(model, (example,), **kwargs)
+        proto, verified = export_torch_with_report(model, (example,), **kwargs)
+    except ExportVerifyError as exc:
+        raise CliError(f"{exc}; nothing written", EXIT_REJECTED) from None
+    except TorchExportError as exc:
+        code = EXIT_USAGE if "the model fails on inputs" in str(exc) else EXIT_REJECTED
+        raise CliError(str(exc), code) from None
     except Exception as exc:
         raise CliError(f"export failed: {type(exc).__name__}: {_first_line(exc)}", EXIT_REJECTED) from None
+    if steps is not None:
+        steps("export and verify", time.perf_counter() - started)
+    names = [o.name for o in proto.graph.output]
     nodes = sum(is_inplace_abn(n) for n in proto.graph.node)
-    feed = {"input": example.numpy()}
     lines = [f"exported {args.target}: {nodes} InplaceABN node(s), {len(proto.graph.node)} nodes in all"]
     if len(names) > 1:
         lines.append(f"{len(names)} outputs: {', '.join(names)}")
-    got = InferenceSession(proto).run(names, feed)
-    lines.append(f"verify (session): max rel diff {_compare_all(expected_arrays, got, names, 'verify (session)')}")
+    lines += verified.lines()
     if args.fold:
         import onnxruntime as ort
 
+        from .exporters.torch_verify import compare_outputs, eager_outputs
         from .passes.fold import fold_with_report
 
         proto, report = fold_with_report(proto)
@@ -749,9 +628,12 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
         if any(is_inplace_abn(n) for n in proto.graph.node) and not proto.functions:
             raise CliError("fold left InplaceABN nodes and the model has no function fallback", EXIT_REJECTED)
         plain = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        got = plain.run(names, feed)
-        diff = _compare_all(expected_arrays, got, names, "verify (folded)")
-        lines.append(f"verify (folded, plain onnxruntime): max rel diff {diff}")
+        _, expected = eager_outputs(model, (example,))
+        try:
+            diffs = compare_outputs(names, expected, plain.run(None, {"input": example.numpy()}), "verify (folded)")
+        except ExportVerifyError as exc:
+            raise CliError(f"{exc}; nothing written", EXIT_REJECTED) from None
+        lines.append(f"verify (folded, plain onnxruntime): max rel diff {max(diffs.values()):.3g}")
     _save_atomic(proto, args.output, args.force)
     for line in lines:
         print(line)

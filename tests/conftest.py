@@ -15,6 +15,9 @@ import pytest
 # own (subprocesses inherit it): sessions made twice from one file take the cached path the second time.
 os.environ["IABN_ONNX_CACHE_DIR"] = tempfile.mkdtemp(prefix="iabn_onnx_test_cache_")
 os.environ.pop("IABN_ONNX_CACHE", None)
+# Progress lines print for steps of 5 s or more, which on a slow machine a test's step may take: the tests that
+# assert a silent stderr must not depend on the machine's speed (the progress tests set their own threshold).
+os.environ["IABN_ONNX_PROGRESS_AFTER"] = "inf"
 
 # (rtol, atol) per dtype, against a float64 reference.
 TOLERANCES: dict[np.dtype, tuple[float, float]] = {

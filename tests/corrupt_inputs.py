@@ -183,9 +183,9 @@ def _run_params(path: str, extra: dict) -> dict:
 
     kind = extra["kind"]
     if kind == "torch":
-        from iabn_onnx.cli_commands import _read_checkpoint
+        from iabn_onnx.exporters.torch_checkpoint import read_checkpoint
 
-        return {"load": _outcome(lambda: _read_checkpoint(path, trust=False) and None)}
+        return {"load": _outcome(lambda: read_checkpoint(path, trust=False) and None)}
     if kind == "pdiparams":
         return {"load": _outcome(lambda: checkpoint.read_combined(path, extra["names"]) and None)}
     return {"load": _outcome(lambda: checkpoint.read_pdparams(path) and None)}
@@ -517,7 +517,7 @@ def params_jobs(
 
 
 #: the errors each loader documents
-LOAD_ERRORS = {"paddle": PADDLE_ERRORS, "params": {"CheckpointError", "CliError"}}
+LOAD_ERRORS = {"paddle": PADDLE_ERRORS, "params": {"CheckpointError", "TorchCheckpointError"}}
 
 
 def load_classes(jobs: list[tuple[str, dict, tuple[str, ...]]]) -> list[tuple[str, str]]:

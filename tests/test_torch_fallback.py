@@ -445,7 +445,7 @@ def test_cli_export_torch_strict_mismatch_and_hostile_pickle(vendored_checkpoint
         str(out),
     )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert "missing keys: stem_bn.running_var" in proc.stderr and "unexpected keys: extra" in proc.stderr
+    assert "missing key(s): stem_bn.running_var" in proc.stderr and "unexpected key(s): extra" in proc.stderr
     marker = tmp_path / "pwned"
     hostile = tmp_path / "hostile.pth"
     hostile.write_bytes(

@@ -55,6 +55,7 @@ from .torch_modules import (
     module_params,
     plan_node,
 )
+from .torch_verify import ExportVerifyError, VerifyReport
 
 
 def _torch() -> Any:
@@ -194,6 +195,7 @@ def export_torch(
     function_fallback: bool = True,
     modules: Mapping[type | str, Describe] | None = None,
     functions: Iterable[Callable[..., Any]] | Mapping[Callable[..., Any], FunctionalForm] | None = None,
+    verify: bool = True,
     **kwargs: Any,
 ) -> onnx.ModelProto:
     """Export a PyTorch model with InplaceABN modules to ONNX; return the ModelProto.
@@ -218,7 +220,35 @@ def export_torch(
     names ``inplace_abn`` and ``inplace_abn_sync`` in the modules that define the model's
     classes (and in modules those import) are intercepted, with their form read from their
     signature and source.
+
+    With ``verify`` (default), an eval export is run in this package's session against the model's
+    own eval output, every output, at the example's size and at a second size on every dynamic axis
+    (``exporters/torch_verify.py``); ``ExportVerifyError`` names the output or the op and the size, and
+    nothing is written to ``f``. Unless ``input_names`` / ``output_names`` are given, the file names its
+    tensors ``input`` and ``output`` (a structure's leaves by path: ``output.0.1``), as the CLI does.
+    A training-mode export is not verified (its forward would update the model's statistics).
     """
+    return export_torch_with_report(
+        model, args, f, training=training, function_fallback=function_fallback, modules=modules,
+        functions=functions, verify=verify, **kwargs,
+    )[0]  # fmt: skip
+
+
+def export_torch_with_report(
+    model: Any,
+    args: tuple[Any, ...] | Any,
+    f: str | os.PathLike[str] | io.BytesIO | None = None,
+    *,
+    training: Any = None,
+    function_fallback: bool = True,
+    modules: Mapping[type | str, Describe] | None = None,
+    functions: Iterable[Callable[..., Any]] | Mapping[Callable[..., Any], FunctionalForm] | None = None,
+    verify: bool = True,
+    **kwargs: Any,
+) -> tuple[onnx.ModelProto, VerifyReport]:
+    """``export_torch``, and what its verification measured (``VerifyReport.lines()``)."""
+    from . import torch_verify
+
     torch = _torch()
     register_schema()
     if not isinstance(args, tuple):
@@ -231,6 +261,20 @@ def export_torch(
     kwargs.setdefault("verbose", False)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_mode(model, training))
+        eval_export = not any(m.training for m in model.modules())
+        names: list[str] = []
+        expected: list[Any] = []
+        eager_fault: TorchExportError | None = None
+        if eval_export and (verify or not ("input_names" in kwargs or "output_names" in kwargs)):
+            try:
+                names, expected = torch_verify.eager_outputs(model, args)
+            except TorchExportError as exc:  # the export's own error names a faulty module better: it goes first
+                eager_fault = exc
+        if names:
+            if "input_names" not in kwargs and "output_names" not in kwargs:
+                kwargs["input_names"], kwargs["output_names"] = torch_verify.input_names(args), names
+            elif kwargs.get("output_names"):
+                names = list(kwargs["output_names"])[: len(names)] + names[len(kwargs["output_names"]) :]
         count, near_misses = stack.enter_context(_patched_modules(model, modules or {}))
         stack.enter_context(patched_functions(model, functions, apply_node))
         stack.enter_context(torch.no_grad())
@@ -258,6 +302,12 @@ def export_torch(
     proto.doc_string = f"exported by iabn_onnx.export_torch: {nodes} InplaceABN node(s), {count} from modules"
     if function_fallback:
         proto = add_function_fallback(proto)
+    report = torch_verify.VerifyReport(skipped="verify=False" if not verify else "a training-mode export")
+    if verify and eval_export:
+        if eager_fault is not None:
+            raise eager_fault
+        with _mode(model, training):
+            report = torch_verify.verify(model, proto, args, names, expected, kwargs.get("dynamic_shapes"))
     if f is not None:
         data = proto.SerializeToString()
         if isinstance(f, io.BytesIO):
@@ -265,7 +315,7 @@ def export_torch(
         else:
             with open(f, "wb") as fh:
                 fh.write(data)
-    return proto
+    return proto, report
 
 
 def _drop_unused_running_outputs(model: onnx.ModelProto) -> None:
@@ -286,4 +336,12 @@ def _ensure_opset(model: onnx.ModelProto) -> None:
         ensure_opset_import(model, DOMAIN, OPSET_VERSION)
 
 
-__all__ = ["FunctionalForm", "InplaceABNParams", "TorchExportError", "export_torch"]
+__all__ = [
+    "ExportVerifyError",
+    "FunctionalForm",
+    "InplaceABNParams",
+    "TorchExportError",
+    "VerifyReport",
+    "export_torch",
+    "export_torch_with_report",
+]
