@@ -20,7 +20,7 @@ from iabn_onnx.exporters.torch_export import export_torch_with_report  # noqa: E
 from iabn_onnx.exporters.torch_verify import ExportVerifyError, second_size  # noqa: E402
 from tests.conftest import assert_close, rng  # noqa: E402
 from tests.test_torch_fallback import cli, randomize  # noqa: E402
-from tests.test_vendored_2018_04 import copy_2018_04  # noqa: E402, F401, F811
+from tests.test_vendored_2018_04 import copy_2018_04  # noqa: E402, F401
 from tests.torch_replicas import InPlaceABN  # noqa: E402
 
 

@@ -8,9 +8,10 @@ order, dict values in insertion order): ``output.0.1``, ``output.seg``.
 
 The second size differs from the example's on every dynamic axis: the batch grows by one; a spatial axis
 moves by about a quarter, in steps aligned as the example is (its largest power-of-two factor, up to 32
-and a quarter of the size, so that strided networks still fit), up for the first spatial axis and down for the next, never to a multiple of the
-example's. Adaptive pooling to fixed bins (a PSP head's 1, 2, 3, 6) is written with indices for the example's
-size: a file that fails there is refused, naming the op, the size and such modules.
+and a quarter of the size, so that strided networks still fit), up for the first spatial axis and down
+for the next, never to a multiple of the example's. Adaptive pooling to fixed bins (a PSP head's 1, 2, 3,
+6) is written with indices for the example's size: a file that fails there is refused, naming the op,
+the size and such modules.
 """
 
 from __future__ import annotations
