@@ -24,7 +24,7 @@ import numpy as np
 
 from .torch_modules import TorchExportError
 
-#: the largest relative difference (to max(|eager|, 1)) an exported output may have from the eager one
+#: the largest difference relative to the output's scale (``max_rel_diff``) an export may have from eager
 EXPORT_TOLERANCE = {"float32": 1e-5, "float64": 1e-10, "float16": 1e-2}
 MAX_ALIGN = 32
 
@@ -109,8 +109,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def max_rel_diff(expected: np.ndarray, got: np.ndarray) -> float:
+    """max |expected − got| over max(max |expected|, 1): the error relative to the output's own scale (a
+    trained network's logits reach tens; float32 reassociation then moves them by more than 1e-5)."""
     a64, b64 = np.asarray(expected, np.float64), np.asarray(got, np.float64)
-    return float(np.max(np.abs(a64 - b64) / np.maximum(np.abs(a64), 1.0))) if a64.size else 0.0
+    return float(np.max(np.abs(a64 - b64)) / max(float(np.max(np.abs(a64))), 1.0)) if a64.size else 0.0
 
 
 def compare_outputs(names: Sequence[str], expected: Sequence[np.ndarray], got: Sequence[Any], where: str) -> dict:
