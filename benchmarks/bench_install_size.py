@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 #: what each extra is for (the README's extras table)
 PURPOSE = {
-    "": "sessions, fold, convert, quantize, the Paddle-style APIs (fluid, static, inference), the CLI",
-    "torch": "export_torch, the torch fallback, replace_with_batchnorm, export-torch",
-    "paddle": "export_paddle, fluid.io.load_inference_model, export-paddle (paddle2onnx 1.3.1; no Paddle)",
+    "": "sessions, fold, convert, quantize, building programs with `fluid`, the CLI",
+    "torch": "export_torch, the torch fallback, replace_with_batchnorm, export-torch (the CPU build of torch: see "
+    "below)",
+    "paddle": "export_paddle, loading saved programs (`inference`, `static`, `fluid.io.load_inference_model`), "
+    "export-paddle (paddle2onnx 1.3.1; no Paddle)",
     "bench": "the benchmark scripts (bench_paddle.py also needs paddlepaddle 2.6.2)",
     "test": "the test suite (the benchmark tools too, OpenVINO and scikit-learn for the portability and int8 tests)",
 }

@@ -400,6 +400,51 @@ def quantize_lines(data: dict) -> list[str]:
     return [*lines, "", taken_on(data)]
 
 
+def quantize_segmentation_lines(data: dict) -> list[str]:
+    from benchmarks.bench_quantize import ISA_FLAGS
+
+    lines = [
+        "Batch 1; `quantize` is `iabn_onnx.quantize` with its defaults, `by hand` onnxruntime's "
+        "`quant_pre_process` + `quantize_static` (QDQ, per-channel weights) on the same folded file and samples; "
+        "each quantized in a fresh process (peak RSS above the process's once its libraries are imported). "
+        "Speed-ups are over the folded fp32 file on onnxruntime, medians of alternating blocks in one process; "
+        "pixel agreement is the argmax over the class axis, against fp32.",
+        "",
+        "| network | size | quantize: time, peak RSS | by hand: time, peak RSS | int8 speed-up: quantize / by hand "
+        "| pixel agreement: quantize / by hand |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in data["networks"].items():
+        q, h = row["cost"]["quantize"], row["cost"]["by_hand"]
+        s, a = row["speedup_vs_fp32"], row["pixel_agreement_with_fp32"]
+        lines.append(
+            f"| {name} | {row['size']}×{row['size']} | {q['seconds']:.0f} s, {q['peak_rss_bytes'] / 2**30:.2f} GiB "
+            f"({q['seconds'] / h['seconds']:.2f}×, {q['peak_rss_bytes'] / h['peak_rss_bytes']:.2f}×) "
+            f"| {h['seconds']:.0f} s, {h['peak_rss_bytes'] / 2**30:.2f} GiB "
+            f"| {s['quantize']:.2f}× / {s['by_hand']:.2f}× | {a['quantize']:.2%} / {a['by_hand']:.2%} |"
+        )
+    classes = sorted({c for row in data["networks"].values() for c in row["conv_speedup_by_class"]})
+    lines += [
+        "",
+        "Where the time goes: Conv kernel time by layer class (onnxruntime's profiler, median of 5 runs), fp32 → "
+        "`quantize`'s int8, and the class's int8 speed-up:",
+        "",
+        "| network | " + " | ".join(classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
+    for name, row in data["networks"].items():
+        cells = []
+        for c in classes:
+            fp32, int8 = row["conv_seconds_by_class"]["fp32"].get(c), row["conv_seconds_by_class"]["int8"].get(c)
+            cells.append(f"{fp32 * 1e3:.0f} → {int8 * 1e3:.0f} ms ({fp32 / int8:.2f}×)" if fp32 and int8 else "—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    flags = data["cpu_flags"]
+    have = ", ".join(f for f in ISA_FLAGS if flags.get(f)) or "none of them"
+    lacks = ", ".join(f for f in ISA_FLAGS if not flags.get(f))
+    lines += ["", f"CPU flags: {have}" + (f"; not: {lacks}" if lacks else "") + "."]
+    return [*lines, "", taken_on(data)]
+
+
 def _cpu(data: dict) -> str:
     env = data.get("environment") or {}
     return f"{env.get('cpu', 'not recorded')}, onnxruntime {env.get('versions', {}).get('onnxruntime', '?')}"
@@ -451,6 +496,7 @@ def summary_lines(data: dict) -> list[str]:
 BLOCKS: dict[str, tuple[str | tuple[str, ...], Callable[[dict], list[str]]]] = {
     "summary": (("networks.json", "quantize.json", "session_startup.json", "paddle.json"), summary_lines),
     "quantize": ("quantize.json", quantize_lines),
+    "quantize-segmentation": ("quantize_segmentation.json", quantize_segmentation_lines),
     "extras": ("install_size.json", extras_lines),
     "paddle": ("paddle.json", paddle_lines),
     "networks": ("networks.json", networks_table),

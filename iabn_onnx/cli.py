@@ -30,6 +30,10 @@ class CliError(Exception):
         self.code = code
 
 
+#: what the extras bring, and the runtimes the docs compare with
+OPTIONAL_DISTRIBUTIONS = ("torch", "onnxscript", "paddle2onnx", "paddlepaddle", "openvino", "numba", "scikit-learn")
+
+
 def versions() -> str:
     """iabn-onnx's version and those of what it runs on, read from the installed metadata."""
     from importlib import metadata
@@ -42,7 +46,13 @@ def versions() -> str:
             parts.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             parts.append(f"{dist} (not installed)")
-    return ", ".join(parts)
+    optional = []  # the extras' packages, named only when installed (read from metadata: nothing is imported)
+    for dist in OPTIONAL_DISTRIBUTIONS:
+        try:
+            optional.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts) + (f"; optional: {', '.join(optional)}" if optional else "")
 
 
 class _Version(argparse.Action):
@@ -210,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help=force_help)
     q.set_defaults(func="cmd_quantize")
 
-    b = parser("bench", help="time a model: plugin vs folded vs an optional baseline")
+    b = parser(
+        "bench",
+        help="time a model: plugin vs folded vs an optional baseline",
+        description="Time MODEL on random inputs: in the default session (InplaceABN nodes routed to standard ops "
+        "or the plugin's kernel), with every node in the kernel, and folded on plain onnxruntime; and BASELINE on "
+        "the same inputs. Medians of --repeat runs. A model without InplaceABN nodes is timed once.",
+    )
     b.add_argument("model", help="the ONNX model file")
     b.add_argument("--baseline", metavar="MODEL", help="another ONNX model to time on the same inputs")
     b.add_argument("--batch", type=_at_least_one, default=1, help=batch_help)
@@ -310,6 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except ImportError as exc:
+        if "pip install 'iabn-onnx[" not in str(exc):  # not a missing extra: a fault like any other
+            print(f"{where} {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_REJECTED
+        print(f"{where} {_one_line(exc)}", file=sys.stderr)  # "X needs Y: pip install 'iabn-onnx[extra]'"
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{where} interrupted", file=sys.stderr)
         return 130

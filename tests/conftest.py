@@ -45,6 +45,16 @@ def run_isolated(code: str, timeout: float = 120) -> subprocess.CompletedProcess
     )
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's cache folder: a test run leaves nothing in the temporary directory but pytest's own
+    ``pytest-of-<user>`` (``tests/test_temp_cleanup.py`` checks)."""
+    import shutil
+
+    folder = os.environ.get("IABN_ONNX_CACHE_DIR", "")
+    if os.path.basename(folder).startswith("iabn_onnx_test_cache_"):  # ours, not one the caller set
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run the long variants")
 

@@ -317,7 +317,8 @@ def run_jobs(jobs: list[tuple[str, dict]], timeout: float = 60, first_timeout: f
     """Each job (what, job dict with reader, path, extra) in a worker of its reader; a new worker after
     a crash or a hang."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.setdefault("IABN_ONNX_CACHE_DIR", tempfile.mkdtemp(prefix="iabn_fuzz_cache_"))
+    if "IABN_ONNX_CACHE_DIR" not in env:  # (setdefault would make the folder even when the variable is set)
+        env["IABN_ONNX_CACHE_DIR"] = tempfile.mkdtemp(prefix="iabn_fuzz_cache_")
     results: list[Result] = []
     workers: dict[str, _Worker] = {}
     try:

@@ -101,6 +101,23 @@ def _load_backend(original: Any) -> Any:
     return load
 
 
+def _import_cpp_extension() -> Any:
+    """``torch.utils.cpp_extension``, without the one line a CUDA build of torch logs on importing it where
+    there is no CUDA ("No CUDA runtime is found, using CUDA_HOME=..."): the fallback is for that machine."""
+    import logging
+
+    def no_cuda_note(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    logger.addFilter(no_cuda_note)
+    try:
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        logger.removeFilter(no_cuda_note)
+    return cpp_extension
+
+
 def install_torch_fallback() -> None:
     """Make InplaceABN model code importable and runnable in plain PyTorch (see the module doc).
 
@@ -112,7 +129,7 @@ def install_torch_fallback() -> None:
     with _lock:
         if _state:
             return
-        import torch.utils.cpp_extension as cpp_extension
+        cpp_extension = _import_cpp_extension()
 
         from . import single_device
 
