@@ -115,7 +115,21 @@ def profile_by_class(path: Path, folded: Path, x: np.ndarray, tmp: Path, runs: i
     import onnx
     import onnxruntime as ort
 
-    classes = {n.name: layer_class(n) for n in onnx.load(str(folded)).graph.node if n.op_type == "Conv"}
+    graph = onnx.load(str(folded), load_external_data=False).graph
+    classes = {n.name: layer_class(n) for n in graph.node if n.op_type == "Conv"}
+    classes |= {n.output[0]: layer_class(n) for n in graph.node if n.op_type == "Conv"}
+    # onnxruntime fuses a Conv with the activation after it and names the fused kernel after either node, or
+    # after its output (the NCHWc transformer: ``<output>_nchwc``)
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for n in graph.node:
+        if n.op_type == "Conv":
+            for c in consumers.get(n.output[0], []):
+                if c.op_type in ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh"):
+                    classes.setdefault(c.name, classes[n.name])
+                    classes.setdefault(c.output[0], classes[n.name])
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = str(tmp / f"profile_{path.stem}")
@@ -133,7 +147,7 @@ def profile_by_class(path: Path, folded: Path, x: np.ndarray, tmp: Path, runs: i
             continue
         if e.get("args", {}).get("op_name") not in ("Conv", "QLinearConv", "FusedConv"):
             continue
-        name = re.sub(r"(_token_\d+)*_kernel_time$", "", e["name"])
+        name = re.sub(r"(_nchwc|_token_\d+|_fused)*_kernel_time$", "", e["name"])
         cls = classes.get(name, "other conv")
         k = seen.get(name, 0)
         seen[name] = k + 1

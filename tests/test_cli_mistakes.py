@@ -93,6 +93,30 @@ MISTAKES = [
         2,
         "no such calibration file: nope.npz",
     ),
+    (
+        "quantize-calibration-text-file",
+        ["quantize", M, "--calibration", "notes.txt", "-o", "q.onnx"],
+        2,
+        "notes.txt: not a NumPy .npz file (expected a .npz of arrays by input name)",
+    ),
+    (
+        "quantize-calibration-pickled-objects",
+        ["quantize", M, "--calibration", "objects.npy", "-o", "q.onnx"],
+        2,
+        "objects.npy: a pickled object",
+    ),
+    (
+        "quantize-calibration-npy-wrong-shape",
+        ["quantize", M, "--calibration", "wrong_shape.npy", "-o", "q.onnx"],
+        2,
+        "input 'X' samples have shape [4, 8, 8], the model wants [3, 8, 8]",
+    ),
+    (
+        "quantize-check-output-unknown",
+        ["quantize", M, "--calibration", "x.npy", "--check", "x.npy", "--check-output", "nope", "-o", "q.onnx"],
+        2,
+        "check output 'nope' is not an output of the model",
+    ),
     # an unreadable model file: one wording, whichever command reads it
     (
         "run-not-a-model",

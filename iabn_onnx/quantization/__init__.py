@@ -29,6 +29,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 
 from ..model_source import ModelSource, as_model
@@ -166,8 +167,8 @@ def quantize_with_report(
 def _check(
     fp32: str,
     int8: str,
-    feed_list: list[dict],
-    labels: object,
+    feed_list: list[dict[str, np.ndarray]],
+    labels: np.ndarray | None,
     ignore_index: int,
     check_outputs: Sequence[str],
 ) -> CheckResult:
@@ -184,7 +185,7 @@ def _check(
         reference,
         (int8_session.run(None, f) for f in feed_list),
         feed_list,
-        labels,  # type: ignore[arg-type]
+        labels,
         ignore_index,
         check_outputs,
     )

@@ -8,9 +8,11 @@ shape and on the CPU.
     per-channel model (built first, with the calibration)
       -> profile it once at the batch the user runs (the first calibration feed): each layer's kernel time
          and input shape (onnxruntime's profiler)
-      -> probe: the PROBE_LAYERS slowest layers (distinct shapes), each as a one-layer model in both weight
-         forms (the same calibrated ranges), timed alternately within a budget of half the calibration's time
-      -> no layer 3% faster per tensor: keep the per-channel model (one candidate; the report says why)
+      -> probe: the PROBE_LAYERS slowest layers (distinct shapes), side by side in one model, in both weight
+         forms (the same calibrated ranges), their kernels timed by the profiler, the two models alternated,
+         within PROBE_SHARE of the calibration's time
+      -> no layer 3% faster per tensor, or the layers of the faster shapes would save under 3% of all the
+         layers' time: keep the per-channel model (one candidate; the report says why)
       -> else one more candidate, per tensor on every layer of a faster shape, kept if the whole model is
          3% faster and agrees with fp32 on the calibration samples as well (``check.agreement_score``)
 """
@@ -31,12 +33,14 @@ from onnx import helper
 
 from .calibrated import CalibratedQuantizer
 from .check import agreement_score, compare, run_outputs
+from .data import count
 
 PER_CHANNEL = "per-channel symmetric int8 weights"
 PER_TENSOR = "per-tensor asymmetric int8 weights"
 #: op type -> the input holding its weight (whose scheme picks the int8 kernel)
 WEIGHT_INPUT = {"Conv": 1, "Gemm": 1, "MatMul": 1}
 PROBE_LAYERS = 4
+PROBE_SHARE = 0.1  # of the calibration's time, for timing the probe (it also quantizes and profiles)
 FASTER = 0.97  # a time ratio below this is faster beyond run-to-run noise (about 1% here)
 
 
@@ -109,20 +113,30 @@ def _nchw(shape: list[int]) -> list[int]:
     return [shape[0], shape[-1], *shape[1:-1]] if len(shape) >= 3 else shape
 
 
-def one_layer_model(model: onnx.ModelProto, node_name: str, input_shape: list[int]) -> onnx.ModelProto:
-    """The node of ``model`` alone: its data input (float, ``input_shape``), its initializers, its output;
-    tensor names kept, so the calibrated ranges of the whole model apply."""
-    node = next(n for n in model.graph.node if n.name == node_name)
+def probe_model(model: onnx.ModelProto, layers: dict[str, list[int]]) -> onnx.ModelProto:
+    """The nodes ``layers`` names (node -> its data input's shape) of ``model``, side by side: each with its
+    data input (float), its initializers and its output. Tensor names are kept, so the calibrated ranges of
+    the whole model apply; two layers reading one tensor share that input."""
+    nodes = {n.name: n for n in model.graph.node}
     inits = {i.name: i for i in model.graph.initializer}
-    data = [i for i in node.input if i and i not in inits]
+    picked = [nodes[name] for name in layers]
+    inputs: dict[str, onnx.ValueInfoProto] = {}
+    for node in picked:
+        data = next(i for i in node.input if i and i not in inits)
+        inputs.setdefault(data, helper.make_tensor_value_info(data, onnx.TensorProto.FLOAT, layers[node.name]))
     graph = helper.make_graph(
-        [node],
-        f"probe_{node_name}",
-        [helper.make_tensor_value_info(data[0], onnx.TensorProto.FLOAT, input_shape)],
-        [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)],
-        [inits[i] for i in node.input if i in inits],
+        picked,
+        "probe",
+        list(inputs.values()),
+        [helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n in picked],
+        [inits[i] for n in picked for i in dict.fromkeys(n.input) if i in inits],
     )
     return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
+def one_layer_model(model: onnx.ModelProto, node_name: str, input_shape: list[int]) -> onnx.ModelProto:
+    """The node of ``model`` alone (``probe_model`` of one layer)."""
+    return probe_model(model, {node_name: input_shape})
 
 
 def _signature(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], shape: list[int]) -> tuple:
@@ -130,6 +144,46 @@ def _signature(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], shape: 
     weight = inits[node.input[WEIGHT_INPUT[node.op_type]]]
     attrs = tuple(sorted((a.name, str(helper.get_attribute_value(a))) for a in node.attribute))
     return node.op_type, tuple(weight.dims), tuple(shape), attrs
+
+
+def probed_shape(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _kernel_medians(
+    paths: dict[str, str], feed: dict[str, np.ndarray], nodes: set[str], tmp: str, seconds: float, min_runs: int = 5
+) -> dict[str, dict[str, float]]:
+    """Per model, node -> the median of its kernel's time (onnxruntime's profiler) over runs of both models
+    alternated (a drift touches both alike) for ``seconds``, at least ``min_runs`` each, after a warm-up."""
+    import onnxruntime as ort
+
+    sessions = {}
+    for key, path in paths.items():
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, f"probe_profile_{key}")
+        # no spinning: the threads of the session run last would spin on and slow the other's kernels
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions[key] = session(path, options)
+    warm = {key: warm_up(s, feed) for key, s in sessions.items()}
+    until = time.perf_counter() + seconds
+    rounds = 0
+    while rounds < min_runs or time.perf_counter() < until:
+        for key in sorted(sessions, reverse=bool(rounds % 2)):
+            sessions[key].run(None, feed)
+        rounds += 1
+    out = {}
+    for key, sess in sessions.items():
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+        times: dict[str, list[float]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                name = re.sub(r"(_token_\d+)*_kernel_time$", "", e["name"])
+                if name in nodes:
+                    times.setdefault(name, []).append(e["dur"] * 1e-6)
+        out[key] = {n: statistics.median(t[warm[key] :]) for n, t in times.items() if len(t) > warm[key]}
+    return out
 
 
 def _alternate(paths: dict[str, str], batch: dict[str, np.ndarray], seconds: float, min_runs: int = 5) -> dict:
@@ -174,38 +228,42 @@ def choose_weights(
             slowest.setdefault(signatures[name], name)
             if len(slowest) == PROBE_LAYERS:
                 break
-        probe_paths = {}
-        for k, (sig, name) in enumerate(slowest.items()):
-            part = os.path.join(tmp, f"probe_{k}.onnx")
-            onnx.save(one_layer_model(model, name, list(sig[2])), part)
-            probe_paths[sig] = part
+        probed = {name: list(sig[2]) for sig, name in slowest.items()}
+        part = os.path.join(tmp, "probe.onnx")
+        onnx.save(probe_model(model, probed), part)
         del model, nodes, inits
-        ratios: dict[tuple, float] = {}
-        for k, (sig, part) in enumerate(probe_paths.items()):
-            pair = {
-                "channel": quantizer.quantize_file(part, os.path.join(tmp, f"probe_{k}_channel.onnx"), False),
-                "tensor": quantizer.quantize_file(part, os.path.join(tmp, f"probe_{k}_tensor.onnx"), True),
-            }
-            name = slowest[sig]
-            x = {name_in: _probe_input(sig[2]) for name_in in [_input_name(part)]}
-            median = _alternate(pair, x, 0.5 * budget / max(len(probe_paths), 1))
-            ratios[sig] = median["tensor"] / median["channel"]
+        pair = {
+            "channel": quantizer.quantize_file(part, os.path.join(tmp, "probe_channel.onnx"), False),
+            "tensor": quantizer.quantize_file(part, os.path.join(tmp, "probe_tensor.onnx"), True),
+        }
+        feed = {
+            i.name: np.random.default_rng(k).standard_normal(probed_shape(i)).astype(np.float32)
+            for k, i in enumerate(onnx.load(part, load_external_data=False).graph.input)
+        }
+        kernel = _kernel_medians(pair, feed, set(probed), tmp, PROBE_SHARE * budget)
+        ratios = {
+            sig: kernel["tensor"][name] / kernel["channel"][name]
+            for sig, name in slowest.items()
+            if name in kernel["tensor"] and name in kernel["channel"]
+        }
         probe_seconds = time.perf_counter() - started
     shown = ", ".join(f"{ratios[s]:.2f}×" for s in ratios)
     faster = {s for s, r in ratios.items() if r < FASTER}
-    where = f"on the {len(ratios)} slowest layer shapes here, at batch {_count(batch)}"
-    if not faster:
+    where = f"on the {len(ratios)} slowest layer shapes here, at batch {count(batch)}"
+    # what per-tensor weights would save on the layers of the faster shapes, as a share of every layer's time
+    total = sum(t for t, _ in profiled.values())
+    saving = sum(profiled[n][0] * (1 - ratios[sig]) for n, sig in signatures.items() if sig in faster)
+    share = saving / total if total > 0 else 0.0
+    if not faster or share < 1 - FASTER:
+        why = "none faster beyond noise" if not faster else f"an estimated {share:.1%} of the layers' time saved"
         return per_channel, (
             f"{PER_CHANNEL} (per-tensor weights took {shown or 'no measured'} of per-channel's time {where}: "
-            f"none faster beyond noise, so no other candidate was built; choosing took {probe_seconds:.2f} s, "
+            f"{why}, so no other candidate was built; choosing took {probe_seconds:.2f} s, "
             f"the calibration {quantizer.calibration_seconds:.2f} s)"
         )
     chosen = {weights[n] for n, sig in signatures.items() if sig in faster}
-    label = (
-        PER_TENSOR
-        if chosen == set(weights.values())
-        else f"{PER_CHANNEL}, per-tensor for {len(chosen)} of {len(weights)}"
-    )
+    every = set(weights.values())
+    label = PER_TENSOR if chosen == every else f"{PER_CHANNEL}, per-tensor for {len(chosen)} of {len(every)}"
     with step("build the mixed candidate"):
         mixed = quantizer.build(chosen)
     with step("compare the two candidates"):
@@ -230,18 +288,6 @@ def choose_weights(
     if speed >= 1 / FASTER and as_good:
         return mixed, f"{label} ({why})"
     return per_channel, f"{PER_CHANNEL} (tried {label}: {why})"
-
-
-def _probe_input(shape: tuple) -> np.ndarray:
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-
-
-def _input_name(path: str) -> str:
-    return onnx.load(path, load_external_data=False).graph.input[0].name
-
-
-def _count(feed: dict[str, np.ndarray]) -> int:
-    return int(next(iter(feed.values())).shape[0]) if feed else 0
 
 
 __all__ = ["PER_CHANNEL", "PER_TENSOR", "PROBE_LAYERS", "WEIGHT_INPUT", "choose_weights", "weight_of_node"]
