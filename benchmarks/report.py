@@ -451,8 +451,8 @@ def _cpu(data: dict) -> str:
 
 
 def summary_lines(data: dict) -> list[str]:
-    """Five rows, each from the results file of the full table in docs/benchmarks.md."""
-    nets, quant = data["networks.json"], data["quantize.json"]
+    """Six rows, each from the results file of the full table in docs/benchmarks.md."""
+    nets, quant, seg = data["networks.json"], data["quantize.json"], data["quantize_segmentation.json"]
     startup, paddle = data["session_startup.json"], data["paddle.json"]
     runs = [run for net in nets["networks"].values() for run in net["runs"]]
     span = lambda v: _span([run["ratio_to_" + ANCHOR][v] for run in runs])
@@ -478,6 +478,19 @@ def summary_lines(data: dict) -> list[str]:
             quant,
         ),
         (
+            "int8 at a segmentation size (512×512, batch 1), " + " / ".join(seg["networks"]),
+            " / ".join(f"{r['speedup_vs_fp32']['quantize']:.2f}×" for r in seg["networks"].values())
+            + " the folded fp32 model's speed, argmax agreeing on "
+            + " / ".join(f"{r['pixel_agreement_with_fp32']['quantize']:.1%}" for r in seg["networks"].values())
+            + " of pixels; `quantize` took "
+            + " / ".join(
+                f"{r['cost']['quantize']['seconds'] / r['cost']['by_hand']['seconds']:.2f}×"
+                for r in seg["networks"].values()
+            )
+            + " the time of onnxruntime's quantizer by hand",
+            seg,
+        ),
+        (
             "ResNet-50 start-up + first run",
             f"{r['session_cold']:.2f}× plain onnxruntime's in a file's first process, {r['session']:.2f}× cached",
             startup,
@@ -494,7 +507,10 @@ def summary_lines(data: dict) -> list[str]:
 
 
 BLOCKS: dict[str, tuple[str | tuple[str, ...], Callable[[dict], list[str]]]] = {
-    "summary": (("networks.json", "quantize.json", "session_startup.json", "paddle.json"), summary_lines),
+    "summary": (
+        ("networks.json", "quantize.json", "quantize_segmentation.json", "session_startup.json", "paddle.json"),
+        summary_lines,
+    ),
     "quantize": ("quantize.json", quantize_lines),
     "quantize-segmentation": ("quantize_segmentation.json", quantize_segmentation_lines),
     "extras": ("install_size.json", extras_lines),
