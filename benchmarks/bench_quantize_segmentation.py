@@ -49,8 +49,11 @@ import iabn_onnx, iabn_onnx.quantization
 samples = dict(np.load({samples!r}))
 base = rss("VmRSS")
 start = time.perf_counter()
+weights = None
 if {mode!r} == "quantize":
-    onnx.save(iabn_onnx.quantize({folded!r}, samples), {out!r})
+    model, report = iabn_onnx.quantization.quantize_with_report({folded!r}, samples)
+    onnx.save(model, {out!r})
+    weights = report.weights
 else:
     class Reader:
         def __init__(self):
@@ -63,7 +66,8 @@ else:
     quantize_static(prepared, {out!r}, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_bytes": rss("VmHWM") - base}}))
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_bytes": rss("VmHWM") - base, "weights": weights}}))
 """
 
 

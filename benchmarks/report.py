@@ -423,6 +423,10 @@ def quantize_segmentation_lines(data: dict) -> list[str]:
             f"| {h['seconds']:.0f} s, {h['peak_rss_bytes'] / 2**30:.2f} GiB "
             f"| {s['quantize']:.2f}× / {s['by_hand']:.2f}× | {a['quantize']:.2%} / {a['by_hand']:.2%} |"
         )
+    chosen = {n: r["cost"]["quantize"].get("weights") for n, r in data["networks"].items()}
+    if any(chosen.values()):
+        lines += ["", "The weights `quantize` chose, and why:", ""]
+        lines += [f"* {n}: {why}" for n, why in chosen.items() if why]
     classes = sorted({c for row in data["networks"].values() for c in row["conv_speedup_by_class"]})
     lines += [
         "",

@@ -31,10 +31,16 @@ def _read_file(path: str, what: str, inputs: list[str]) -> Mapping[str, Any]:
     """The arrays of a ``.npz`` (by name) or ``.npy`` (the only input's samples) file; one fault per kind."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such {what} file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    # numpy takes any file that is neither .npy nor .npz for a pickle: tell them apart by their first bytes
+    if not head.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+        kind = "a pickled object" if head[:1] == b"\x80" else "not a NumPy .npz file"
+        raise CalibrationDataError(f"{path}: {kind} (expected a .npz of arrays by input name)")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:  # pickled data, or not NumPy's format at all
-        kind = "a pickled object" if "pickle" in str(exc) else "not a NumPy .npz file"
+    except ValueError as exc:  # an .npy of objects, or a damaged header
+        kind = "a pickled object" if "pickle" in str(exc) else "a damaged .npy or .npz file"
         raise CalibrationDataError(f"{path}: {kind} (expected a .npz of arrays by input name)") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CalibrationDataError(f"{path}: truncated or damaged ({type(exc).__name__})") from None
