@@ -10,7 +10,7 @@ medians of alternating blocks of runs (``timing.block_medians``) of:
   layer by layer, by measurement, recorded) on onnxruntime; ``int8_per_channel``: the same with per-channel
   weights forced;
 * with OpenVINO installed: ``openvino_f32`` (the folded file, ``INFERENCE_PRECISION_HINT=f32``),
-  ``openvino_default`` (the folded file, OpenVINO's default precision: bf16 on CPUs with AMX) and
+  ``openvino_default`` (the folded file, OpenVINO's default precision: bf16 on CPUs with AMX or avx512_bf16) and
   ``openvino_int8_per_channel`` (the per-channel int8 file: OpenVINO's fast int8 kernels want symmetric
   weights, and ran the per-tensor asymmetric one at less than half that speed).
 
