@@ -331,7 +331,11 @@ def load_program(
     """A saved inference model as a program the Executor runs: what ``export_paddle`` reads (a 2.x prefix,
     a program file or its folder; the combined parameter file, or one file per variable beside it)."""
     from ..exporters.paddle_export import export_paddle
+    from ..extras import require
 
+    # named as the user called it (inference.create_predictor, static.load_inference_model, fluid.io), not
+    # as export_paddle, which they never called
+    require("loading a saved Paddle program (iabn_onnx.inference, static, fluid.io)", "paddle")
     model = export_paddle(model_path, params_path, function_fallback=False)
     outputs = [o.name for o in model.graph.output if not o.name.endswith(UPDATED)]
     feeds = list(feed_inputs(model))
