@@ -267,7 +267,7 @@ def export_torch_with_report(
         eager_fault: TorchExportError | None = None
         if eval_export and (verify or not ("input_names" in kwargs or "output_names" in kwargs)):
             try:
-                names, expected = torch_verify.eager_outputs(model, args)
+                names, expected = torch_verify.eager_outputs(model, args, kwargs.get("kwargs"))
             except TorchExportError as exc:  # the export's own error names a faulty module better: it goes first
                 eager_fault = exc
         if names:

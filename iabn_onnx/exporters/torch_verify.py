@@ -87,14 +87,22 @@ def input_names(args: Sequence[Any]) -> list[str]:
     return ["input"] if len(tensors) == 1 else [f"input.{k}" for k in range(len(tensors))]
 
 
-def eager_outputs(model: Any, args: Sequence[Any]) -> tuple[list[str], list[np.ndarray]]:
-    """The model's eval outputs on copies of ``args`` (InPlaceABN overwrites its input), named."""
+def eager_outputs(
+    model: Any, args: Sequence[Any], kwargs: dict[str, Any] | None = None
+) -> tuple[list[str], list[np.ndarray]]:
+    """The model's eval outputs on copies of ``args`` (InPlaceABN overwrites its input), named; called as
+    ``torch.onnx.export`` calls it (a trailing dict of ``args`` is keyword arguments, as are ``kwargs``)."""
     import torch
 
-    copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+    def copy(a: Any) -> Any:
+        return a.clone() if isinstance(a, torch.Tensor) else a
+
+    positional, keywords = list(args), dict(kwargs or {})
+    if positional and isinstance(positional[-1], dict):
+        keywords = {**positional.pop(), **keywords}
     with torch.no_grad():
         try:
-            outputs = model(*copies)
+            outputs = model(*map(copy, positional), **{k: copy(v) for k, v in keywords.items()})
         except Exception as exc:
             shapes = [list(a.shape) for a in args if isinstance(a, torch.Tensor)]
             raise TorchExportError(
