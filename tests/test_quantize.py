@@ -161,12 +161,18 @@ def test_auto_probes_layers_and_quantizes_the_named_weights_per_tensor(tmp_path)
     assert ranges and all(n.input[1] in part_inits for n in ranges)  # ranges from the cache, as constants
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["calibration-cache", "calibrator-parts"])
 @pytest.mark.parametrize("faster", [False, True], ids=["nothing-faster", "probe-finds-faster"])
-def test_auto_calibrates_once_and_builds_at_most_two_candidates(monkeypatch, faster):
+def test_auto_calibrates_once_and_builds_at_most_two_candidates(monkeypatch, faster, cache):
     """One call, with auto and a check: the calibration data is read once (onnxruntime's calibrator reads
-    the reader to its end once), the probe's one-layer models and the mixed candidate reuse its ranges."""
-    from iabn_onnx.quantization import data, weights
+    the reader to its end once), the probe's model and the mixed candidate reuse its ranges; through
+    onnxruntime's calibration cache, and through its calibrator and QDQ quantizer (an onnxruntime without
+    the cache, such as the 1.20 floor)."""
+    from iabn_onnx.quantization import calibrated, data, weights
 
+    if cache and not calibrated.has_calibration_cache():
+        pytest.skip("this onnxruntime has no calibration cache")
+    monkeypatch.setattr(calibrated, "has_calibration_cache", lambda: cache)
     monkeypatch.setattr(weights, "FASTER", 10.0 if faster else 0.0)  # every layer faster, or none
     passes = data.Reader.passes
     samples = np.random.default_rng(8).standard_normal((8, 3, 16, 16)).astype(np.float32)
