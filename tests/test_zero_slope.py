@@ -68,7 +68,7 @@ def _hand_built(conv_w: np.ndarray, w, b, mean, var, eps) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)  # the floor reads 10
 
 
 @pytest.mark.parametrize("act", ["leaky_relu", "elu"])
