@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from .cli import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
+from .exporters.torch_verify import first_line as _first_line
 from .graph import save_model
 from .op.schema import InplaceABNAttrs, is_inplace_abn
 from .runtime.session import InferenceSession, ModelLoadError, load_model_file
@@ -543,11 +544,6 @@ def _import_callable(target: str) -> Callable[..., object]:
     if not callable(obj):
         raise CliError(f"{target} is not callable", EXIT_USAGE)
     return obj  # type: ignore[return-value]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _quiet_torch() -> None:

@@ -18,6 +18,8 @@ import re
 import zipfile
 from typing import Any
 
+from .torch_verify import first_line
+
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
 PICKLE_PROTOCOL = 0x80  # the legacy format (and any pickle of protocol ≥ 2) starts with PROTO
 
@@ -56,11 +58,11 @@ def read_checkpoint(path: str | os.PathLike[str], trust: bool = False) -> Any:
                 f"{f' (it holds {why.group(1)})' if why else ''}; trust it (--trust-checkpoint) only if you "
                 "trust its source"
             ) from None
-        raise TorchCheckpointError(f"checkpoint {path} is truncated or damaged ({_first_line(exc)})") from None
+        raise TorchCheckpointError(f"checkpoint {path} is truncated or damaged ({first_line(exc)})") from None
     except (EOFError, OSError, RuntimeError, ValueError) as exc:
         if isinstance(exc, RuntimeError) and "magic number" in str(exc):
             raise TorchCheckpointError(f"{path} is a pickle but not a torch.save file") from None
-        raise TorchCheckpointError(f"checkpoint {path} is truncated or damaged ({_first_line(exc)})") from None
+        raise TorchCheckpointError(f"checkpoint {path} is truncated or damaged ({first_line(exc)})") from None
 
 
 def state_dict_of(checkpoint: Any, key: str | None = None, path: str = "the checkpoint") -> dict[str, Any]:
@@ -117,11 +119,6 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str], *, key: str | None
     path = os.fspath(path)
     load_strict(model, state_dict_of(read_checkpoint(path, trust), key, path), path)
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["TorchCheckpointError", "load_checkpoint", "load_strict", "read_checkpoint", "state_dict_of"]

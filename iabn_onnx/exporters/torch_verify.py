@@ -106,12 +106,13 @@ def eager_outputs(
         except Exception as exc:
             shapes = [list(a.shape) for a in args if isinstance(a, torch.Tensor)]
             raise TorchExportError(
-                f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: {_first_line(exc)}"
+                f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: {first_line(exc)}"
             ) from None
     return flat_outputs(outputs)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text, or its type's name: what a one-line error shows of it."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -272,7 +273,7 @@ def verify(
                 if pools
                 else ""
             )
-            raise ExportVerifyError(f"{where}: onnxruntime fails: {_first_line(exc)}{why}") from None
+            raise ExportVerifyError(f"{where}: onnxruntime fails: {first_line(exc)}{why}") from None
 
     shapes = [list(t.shape) for t in tensors]
     diffs = compare_outputs(names, expected, run(args, f"at {shapes}"), f"verify at {shapes}")

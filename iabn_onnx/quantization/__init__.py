@@ -75,11 +75,12 @@ def quantize(
         per_channel=per_channel,
         check=check,
         max_accuracy_drop=max_accuracy_drop,
-        min_agreement=min_agreement if min_top1_agreement is None else min_top1_agreement,
+        min_agreement=min_agreement,
         ignore_index=ignore_index,
         check_outputs=check_outputs,
         calibrate_method=calibrate_method,
         progress=progress,
+        min_top1_agreement=min_top1_agreement,
     )[0]
 
 

@@ -74,21 +74,19 @@ def warm_up(sess: Any, batch: dict[str, np.ndarray], seconds: float = 0.1) -> in
     return runs
 
 
-def profile_layers(
-    path: str, batch: dict[str, np.ndarray], nodes: set[str], tmp: str, runs: int = 3
-) -> dict[str, tuple[float, list[int]]]:
-    """Node name -> (median kernel seconds, the shape of its data input as onnxruntime ran it), from
-    onnxruntime's profiler, for the ``nodes`` that ran once a run. The layout transformer renames the nodes it
-    rewrites ``NAME_token_N`` and runs them channels-last: the name is mapped back, the shape kept as run."""
+def _profiling(tmp: str, prefix: str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(tmp, "profile")
-    sess = session(path, options)
-    warm = warm_up(sess, batch)
-    for _ in range(runs):
-        sess.run(None, batch)
+    options.profile_file_prefix = os.path.join(tmp, prefix)
+    return options
+
+
+def _kernel_events(sess: Any, nodes: set[str]) -> dict[str, list[tuple[float, list[int], bool]]]:
+    """Node name -> per run (kernel seconds, its data input's shape as run, whether the layout transformer
+    renamed it), from the profile ``sess`` wrote, for the ``nodes`` asked. The layout transformer renames the
+    nodes it rewrites ``NAME_token_N`` and runs them channels-last; the name is mapped back here."""
     with open(sess.end_profiling()) as f:
         events = json.load(f)
     found: dict[str, list[tuple[float, list[int], bool]]] = {}
@@ -101,9 +99,21 @@ def profile_layers(
             shapes = e.get("args", {}).get("input_type_shape") or [{}]
             shape = next(iter(shapes[0].values()), [])
             found.setdefault(name, []).append((e["dur"] * 1e-6, list(shape), raw != name))
+    return found
+
+
+def profile_layers(
+    path: str, batch: dict[str, np.ndarray], nodes: set[str], tmp: str, runs: int = 3
+) -> dict[str, tuple[float, list[int]]]:
+    """Node name -> (median kernel seconds, the shape of its data input in ONNX's channels-first order),
+    from onnxruntime's profiler, for the ``nodes`` that ran once a run."""
+    sess = session(path, _profiling(tmp, "profile"))
+    warm = warm_up(sess, batch)
+    for _ in range(runs):
+        sess.run(None, batch)
     return {
-        name: (statistics.median(t for t, _, _ in rows[warm:]), rows[-1][1] if not rows[-1][2] else _nchw(rows[-1][1]))
-        for name, rows in found.items()
+        name: (statistics.median(t for t, _, _ in rows[warm:]), _nchw(rows[-1][1]) if rows[-1][2] else rows[-1][1])
+        for name, rows in _kernel_events(sess, nodes).items()
         if len(rows) == warm + runs
     }
 
@@ -134,11 +144,6 @@ def probe_model(model: onnx.ModelProto, layers: dict[str, list[int]]) -> onnx.Mo
     return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
 
 
-def one_layer_model(model: onnx.ModelProto, node_name: str, input_shape: list[int]) -> onnx.ModelProto:
-    """The node of ``model`` alone (``probe_model`` of one layer)."""
-    return probe_model(model, {node_name: input_shape})
-
-
 def _signature(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], shape: list[int]) -> tuple:
     """Layers of one signature (op, weight shape, input shape, attributes) run the same kernel alike."""
     weight = inits[node.input[WEIGHT_INPUT[node.op_type]]]
@@ -155,13 +160,9 @@ def _kernel_medians(
 ) -> dict[str, dict[str, float]]:
     """Per model, node -> the median of its kernel's time (onnxruntime's profiler) over runs of both models
     alternated (a drift touches both alike) for ``seconds``, at least ``min_runs`` each, after a warm-up."""
-    import onnxruntime as ort
-
     sessions = {}
     for key, path in paths.items():
-        options = ort.SessionOptions()
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, f"probe_profile_{key}")
+        options = _profiling(tmp, f"probe_profile_{key}")
         # no spinning: the threads of the session run last would spin on and slow the other's kernels
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions[key] = session(path, options)
@@ -174,15 +175,10 @@ def _kernel_medians(
         rounds += 1
     out = {}
     for key, sess in sessions.items():
-        with open(sess.end_profiling()) as f:
-            events = json.load(f)
-        times: dict[str, list[float]] = {}
-        for e in events:
-            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-                name = re.sub(r"(_token_\d+)*_kernel_time$", "", e["name"])
-                if name in nodes:
-                    times.setdefault(name, []).append(e["dur"] * 1e-6)
-        out[key] = {n: statistics.median(t[warm[key] :]) for n, t in times.items() if len(t) > warm[key]}
+        rows = _kernel_events(sess, nodes)
+        out[key] = {
+            n: statistics.median(t for t, _, _ in r[warm[key] :]) for n, r in rows.items() if len(r) > warm[key]
+        }
     return out
 
 
