@@ -287,3 +287,38 @@ def test_the_int8_file_runs_on_openvino(tmp_path):
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": samples[:2]})[0]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()))  # both int8, rounding may differ
+
+
+@pytest.mark.parametrize("kind", ["npz", "npy"])
+def test_damaged_calibration_files_are_refused_or_read_as_numpy_reads_them(tmp_path, kind):
+    """Byte mutants of a calibration file (seeded): each is refused with CalibrationDataError, or, when
+    accepted, holds exactly what numpy's own reader finds there; no other exception escapes the reader."""
+    import io
+    import random
+
+    x = np.random.default_rng(9).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    buf = io.BytesIO()
+    np.savez(buf, X=x) if kind == "npz" else np.save(buf, x)
+    good = buf.getvalue()
+    model = onnx.load(MODELS / "convnet_leaky_relu.onnx")
+    path = tmp_path / f"mutant.{kind}"
+    outcomes = {"accepted": 0, "refused": 0}
+    for seed in range(3):
+        r = random.Random(seed)
+        for _ in range(100):
+            mutant = bytearray(good)
+            for _ in range(r.randint(1, 8)):
+                mutant[r.randrange(len(mutant))] = r.randrange(256)
+            if r.random() < 0.2:
+                mutant = mutant[: r.randrange(len(mutant))]
+            path.write_bytes(bytes(mutant))
+            try:
+                got, _ = iabn_onnx.quantization.feeds(model, path)
+            except CalibrationDataError:
+                outcomes["refused"] += 1
+                continue
+            ref = np.load(path, allow_pickle=False)
+            ref = ref["X"] if kind == "npz" else ref
+            assert np.array_equal(np.concatenate([f["X"] for f in got]), ref, equal_nan=True)
+            outcomes["accepted"] += 1
+    assert outcomes["refused"] > 0, outcomes

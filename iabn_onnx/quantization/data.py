@@ -9,6 +9,7 @@ Faults raise ``CalibrationDataError`` naming the file or input and the fault.
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -42,7 +43,7 @@ def _read_file(path: str, what: str, inputs: list[str]) -> Mapping[str, Any]:
     except ValueError as exc:  # an .npy of objects, or a damaged header
         kind = "a pickled object" if "pickle" in str(exc) else "a damaged .npy or .npz file"
         raise CalibrationDataError(f"{path}: {kind} (expected a .npz of arrays by input name)") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as exc:
         raise CalibrationDataError(f"{path}: truncated or damaged ({type(exc).__name__})") from None
     if isinstance(loaded, np.ndarray):  # a bare .npy array
         if len(inputs) != 1:
@@ -54,8 +55,9 @@ def _read_file(path: str, what: str, inputs: list[str]) -> Mapping[str, Any]:
     try:
         with loaded as npz:
             return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CalibrationDataError(f"{path}: truncated or damaged .npz ({exc})") from None
+    # a damaged member: zip's CRC, or numpy's header parser (which tokenizes the header's dict literal)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as exc:
+        raise CalibrationDataError(f"{path}: truncated or damaged .npz ({type(exc).__name__})") from None
 
 
 def _check_array(value: Any, name: str, spec: InputSpec, where: str, stacked: bool) -> np.ndarray:
