@@ -359,14 +359,80 @@ def paddle_lines(data: dict) -> list[str]:
     return lines
 
 
+def _disk(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def _took(dists: dict[str, str], mb: dict[str, float], base: dict[str, str]) -> str:
+    """The distributions an install added beyond ``base``, torch's build named and the largest others listed."""
+    added = {n: v for n, v in dists.items() if n not in base}
+    cuda = sorted(n for n in added if n.startswith("nvidia-") or n in ("triton", "cuda-toolkit", "cuda-bindings"))
+    parts = []
+    if "torch" in added:
+        nvidia = sum(n.startswith("nvidia-") for n in cuda)
+        build = (
+            (
+                f"the CUDA build: {nvidia} `nvidia-*` distributions"
+                + (f", triton {added['triton']}" if "triton" in added else "")
+            )
+            if nvidia
+            else ("the CPU build" if added["torch"].endswith("+cpu") else "no CUDA")
+        )
+        parts.append(f"torch {added['torch']} ({build})")
+    rest = sorted((n for n in added if n != "torch" and n not in cuda), key=lambda n: -mb.get(n, 0.0))
+    parts += [f"{n} {added[n]}" for n in rest[: 3 - len(parts)]]
+    if not added:
+        return "nothing beyond the base install"
+    return ", ".join(parts) + f"; {len(added)} distribution" + ("s" if len(added) > 1 else "")
+
+
 def extras_lines(data: dict) -> list[str]:
+    """Each install line as a fresh venv took it and as PyPI alone resolves it (bench_install_size.py), and what
+    pip was told on the machine that measured it."""
     from benchmarks.bench_install_size import PURPOSE
 
-    lines = ["| install | for | adds on disk |", "|---|---|---|"]
-    lines.append(f"| `pip install -e .` | {PURPOSE['']} | {data['base_mb']:.0f} MB in all |")
-    for extra, row in data["extras"].items():
-        lines.append(f'| `pip install -e ".[{extra}]"` | {PURPOSE[extra]} | {row["adds_mb"]:.0f} MB more |')
-    return lines
+    lines = ["| install | for | pip took here | on disk here | from PyPI alone |", "|---|---|---|---|---|"]
+    base = data["lines"]["base"]
+    for name, row in data["lines"].items():
+        command = " && ".join(f"`{c}`" for c in row["commands"])
+        purpose = PURPOSE[row["extra"]]
+        if name == "torch-cpu":  # the way to the CPU build differs by machine: the note says how it was taken
+            command, purpose = f"{command.split(' && ')[-1]} after torch's CPU build (below)", "the same"
+        under = {} if name == "base" else base["distributions"]
+        took = _took(row["distributions"], row["distribution_mb"], under)
+        size = f"{_disk(row['mb'])} in all" if name == "base" else f"{_disk(row['adds_mb'])} more"
+        pypi = row.get("pypi")
+        if pypi is None:
+            from_pypi = "not resolved (PyPI has no CPU build of torch for Linux: use PyTorch's CPU index, below)"
+        elif "error" in pypi:
+            from_pypi = f"failed: {pypi['error'][0]}"
+        else:
+            under_pypi = {} if name == "base" else base["pypi"]["distributions"]
+            added = {n: v for n, v in pypi["distributions"].items() if n not in under_pypi}
+            same = added == {n: v for n, v in row["distributions"].items() if n not in under}
+            download = sum(mb for n, mb in pypi["download_mb"].items() if n in added)
+            from_pypi = "the same" if same else _took(pypi["distributions"], pypi["download_mb"], under_pypi)
+            from_pypi += f"; {_disk(download)}" + (" more" if name != "base" else "") + " to download"
+        lines.append(f"| {command} | {purpose} | {took} | {size} | {from_pypi} |")
+    told = data["pip_configuration"]
+    notes = [f"each line in a fresh venv ({base['pip']}) as pip resolved it on this machine"]
+    if told["constraints"]:
+        notes.append("whose pip configuration holds " + ", ".join(f"`{c}`" for c in told["constraints"]))
+    if told["find_links_wheels"]:
+        notes.append("and finds " + ", ".join(f"`{w}`" for w in told["find_links_wheels"]) + " on its disk")
+    cpu = data["lines"].get("torch-cpu")
+    if cpu:
+        notes.append(f"the CPU build by `{cpu['commands'][0]}`")
+    if data.get("pip_options"):
+        notes.append("with " + " ".join(f"`{o}`" for o in data["pip_options"]) + " on every `pip install`")
+    env = data["environment"]  # the versions are each venv's own, in the table
+    where = f"Python {env['python']}, {env['cpu']}, {env['cores']} cores"
+    return [
+        *lines,
+        "",
+        f'_Measured {", ".join(notes)}; {where}. "From PyPI alone" is pip\'s dry run with no configuration, as on a '
+        "machine that has only PyPI._",
+    ]
 
 
 def quantize_lines(data: dict) -> list[str]:

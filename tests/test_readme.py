@@ -51,7 +51,8 @@ SHRINK = {
     "benchmarks/bench_startup.py": "--repeat 1 --json st.json",
     "benchmarks/bench_session_startup.py": "--networks wider_resnet20 --processes 1 --json ss.json",
     "benchmarks/bench_plain_export.py": "--networks wider_resnet20 --batches 1 --rounds 2 --calls 1 --json pe.json",
-    "benchmarks/bench_install_size.py": "--json i.json",
+    # one fresh venv each for the base and one extra, the project alone (no network for its dependencies)
+    "benchmarks/bench_install_size.py": "--lines base paddle --pip-option=--no-deps --no-pypi --json i.json",
     "benchmarks/bench_paddle.py": "--batches 1 --repeat 1 --side 32 --width 8 --json p.json",
     "benchmarks/bench_quantize.py": "--networks wider_resnet20 --batches 1 --repeat 1 --json q.json",
     # the scratch copies of the pages, not the repository's
