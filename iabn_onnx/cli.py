@@ -314,6 +314,8 @@ def _is_operator_error(exc: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = f"iabn-onnx {args.command}: error:"
+    from .extras import MissingExtraError  # standard library only
+
     try:
         from . import cli_commands
 
@@ -326,12 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except ImportError as exc:
-        if "pip install 'iabn-onnx[" not in str(exc):  # not a missing extra: a fault like any other
-            print(f"{where} {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-            return EXIT_REJECTED
-        print(f"{where} {_one_line(exc)}", file=sys.stderr)  # "X needs Y: pip install 'iabn-onnx[extra]'"
+    except MissingExtraError as exc:  # "X needs Y: pip install ..."
+        print(f"{where} {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except ImportError as exc:  # not a missing extra: a fault like any other
+        print(f"{where} {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_REJECTED
     except KeyboardInterrupt:
         print(f"{where} interrupted", file=sys.stderr)
         return 130

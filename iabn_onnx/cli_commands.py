@@ -282,7 +282,9 @@ def cmd_examples(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if not any(p.name == "tiny_net.pth" for p in written):
-        print("(no tiny_net.pth: writing the checkpoint needs torch, pip install 'iabn-onnx[torch]')")
+        from .extras import install_line
+
+        print(f"(no tiny_net.pth: writing the checkpoint needs torch, {install_line('torch')})")
     return EXIT_OK
 
 
@@ -564,7 +566,9 @@ def cmd_export_torch(args: argparse.Namespace) -> int:
     try:
         import torch
     except ImportError:
-        raise CliError("export-torch needs PyTorch: pip install 'iabn-onnx[torch]'", EXIT_USAGE) from None
+        from .extras import MissingExtraError
+
+        raise MissingExtraError("export-torch", "torch", "torch") from None
     _quiet_torch()
     from .exporters.torch_checkpoint import TorchCheckpointError, load_checkpoint
     from .exporters.torch_export import TorchExportError, export_torch_with_report

@@ -75,9 +75,11 @@ def test_a_missing_extra_names_the_install_line():
     )
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" | ") for line in proc.stdout.splitlines())
+    from iabn_onnx.extras import install_line  # its wording: tests/test_cli_extras.py
+
     assert lines == {
-        "export_torch": "export_torch needs torch: pip install 'iabn-onnx[torch]'",
-        "install_torch_fallback": "install_torch_fallback needs torch: pip install 'iabn-onnx[torch]'",
-        "replace_with_batchnorm": "replace_with_batchnorm needs torch: pip install 'iabn-onnx[torch]'",
-        "export_paddle": "export_paddle needs paddle2onnx: pip install 'iabn-onnx[paddle]'",
+        "export_torch": f"export_torch needs torch: {install_line('torch')}",
+        "install_torch_fallback": f"install_torch_fallback needs torch: {install_line('torch')}",
+        "replace_with_batchnorm": f"replace_with_batchnorm needs torch: {install_line('torch')}",
+        "export_paddle": f"export_paddle needs paddle2onnx: {install_line('paddle')}",
     }

@@ -215,7 +215,9 @@ def _run_converter(saved: SavedModel, program: ProgramDesc, params_file: Path, o
     if proc.returncode != 0 or not out.is_file():
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         if any("No module named" in ln or "paddle2onnx is not installed" in ln for ln in lines):
-            raise PaddleExportError("export_paddle needs paddle2onnx: pip install 'iabn-onnx[paddle]'")
+            from ..extras import MissingExtraError
+
+            raise MissingExtraError("export_paddle (its converter process)", "paddle2onnx", "paddle")
         how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"failed ({proc.returncode})"
         raise PaddleExportError(f"{saved.program}: paddle2onnx {how}: {lines[-1] if lines else 'no message'}")
 
