@@ -21,13 +21,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+from .cli_errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
 
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "CliError", "build_parser", "main", "versions"]
 
 
 #: what the extras bring, and the runtimes the docs compare with

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .cli import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
+from .cli_errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
 from .exporters.torch_verify import first_line as _first_line
 from .graph import save_model
 from .op.schema import InplaceABNAttrs, is_inplace_abn
