@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         "GEMM, AMX where the CPU has it); auto: per tensor for the layers where it measures faster here, if the "
         "model stays as accurate (default: %(default)s)",
     )
+    q.add_argument(
+        "--weight-bits",
+        choices=["auto", "7", "8"],
+        default="auto",
+        help="7: weights in 7 bits (onnxruntime's reduce_range), which no CPU's int8 kernel saturates; auto: 7 "
+        "where this CPU's int8 dot product saturates with 8 (x86 without VNNI or AMX), else 8; pass 7 for a "
+        "file also served on such CPUs (default: %(default)s)",
+    )
     q.add_argument("--force", action="store_true", help=force_help)
     q.set_defaults(func="cmd_quantize")
 

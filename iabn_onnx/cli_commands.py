@@ -451,6 +451,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             ignore_index=args.ignore_index,
             check_outputs=args.check_output,
             progress=step_printer(args.quiet),
+            reduce_range={"auto": "auto", "7": True, "8": False}[args.weight_bits],
         )
     except (FileNotFoundError, CalibrationDataError) as exc:  # "no such calibration file: ...", or its fault
         raise CliError(str(exc), EXIT_USAGE) from None

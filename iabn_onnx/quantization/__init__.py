@@ -6,7 +6,8 @@
              onnxruntime has int8 kernels for those, and runs the others in float between Q/DQ
           -> onnxruntime.quantization.quant_pre_process (its shape inference and graph optimization)
           -> onnxruntime.quantization.quantize_static, calibrated once (``calibrated``: QDQ, QUInt8
-             activations, QInt8 weights, MinMax by default)
+             activations, QInt8 weights, 7-bit where the CPU's int8 dot product saturates (``cpu``),
+             MinMax by default)
           -> weights per channel, per tensor, or ``auto`` (``weights``: probed on the largest layers, at a
              cost bounded by the calibration's; at most two candidates)
           -> [check: the fp32 and int8 models on held-out samples, every output (``check``, ``metrics``)]
@@ -54,6 +55,7 @@ def quantize(
     calibrate_method: str = "MinMax",
     progress: ProgressCallback | None = None,
     min_top1_agreement: float | None = None,
+    reduce_range: bool | str = "auto",
 ) -> onnx.ModelProto:
     """The int8 (QDQ) model of ``model`` (a path, bytes or ModelProto, never changed); see the module doc.
 
@@ -61,6 +63,10 @@ def quantize(
     with one scale per tensor, which onnxruntime runs through its int8 GEMM (AMX where the CPU has it);
     ``"auto"`` (default): per-tensor on the layers where that measures faster here, if the model stays as
     accurate (the report says what was measured).
+
+    ``reduce_range``: True, 7-bit weights, which no CPU's int8 kernel saturates; False, 8-bit; ``"auto"``
+    (default): 7-bit where this CPU's int8 dot product saturates with 8 (x86 without VNNI: ``cpu.py``).
+    Pass True for a file that will also be served on such CPUs.
 
     With ``check`` (samples, optionally ``labels``: class ids (N,) or masks (N, H, W), ``ignore_index``
     left out), every output is compared; the thresholds apply to the outputs with a class axis, or to
@@ -81,6 +87,7 @@ def quantize(
         calibrate_method=calibrate_method,
         progress=progress,
         min_top1_agreement=min_top1_agreement,
+        reduce_range=reduce_range,
     )[0]
 
 
@@ -97,6 +104,7 @@ def quantize_with_report(
     calibrate_method: str = "MinMax",
     progress: ProgressCallback | None = None,
     min_top1_agreement: float | None = None,
+    reduce_range: bool | str = "auto",
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     """``quantize``, and what it did (``QuantizeReport.lines()`` and ``to_json()``). When the check refuses,
     the ``QuantizeCheckError`` carries the whole report."""
@@ -108,11 +116,13 @@ def quantize_with_report(
     from ..passes.global_average_pool import global_average_pools
     from ..passes.standard_form import TRAINING_ROUTE
     from .calibrated import CalibratedQuantizer
+    from .cpu import resolve_reduce_range
 
     if min_top1_agreement is not None:
         min_agreement = min_top1_agreement
     if per_channel not in (True, False, "auto"):
         raise ValueError(f"per_channel must be True, False or 'auto', got {per_channel!r}")
+    seven_bits, weight_bits = resolve_reduce_range(reduce_range)
     try:
         method = CalibrationMethod[calibrate_method]
     except KeyError:
@@ -127,6 +137,7 @@ def quantize_with_report(
     calibration_feeds, _ = feeds(folded, calibration, "calibration")
     check_feeds, labels = feeds(folded, check, "check") if check is not None else (None, None)
     report = QuantizeReport(fold_report.lines(), calibration_samples=sum(count(f) for f in calibration_feeds))
+    report.weight_bits = weight_bits
     report.steps = steps.done
     training = {name for name, route, _ in fold_report.rewritten if route == TRAINING_ROUTE}
     report.excluded = [n.name for n in folded.graph.node if any(n.name.startswith(f"{t}__") for t in training)]
@@ -142,7 +153,7 @@ def quantize_with_report(
         del folded, types
         with steps.step("prepare (onnxruntime's quant_pre_process)"):
             quant_pre_process(ready_path, prepared, skip_symbolic_shape=True)
-        quantizer = CalibratedQuantizer(prepared, tmp, calibration_feeds, report.excluded, method)
+        quantizer = CalibratedQuantizer(prepared, tmp, calibration_feeds, report.excluded, method, seven_bits)
         if per_channel != "auto":
             with steps.step("calibrate and quantize"):
                 chosen = quantizer.build(not per_channel)

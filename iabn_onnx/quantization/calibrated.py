@@ -30,12 +30,20 @@ def has_calibration_cache() -> bool:
 
 class CalibratedQuantizer:
     """Builds int8 models of ``prepared`` (a path) with uint8 activations and int8 weights: symmetric per
-    output channel, or asymmetric per tensor for every weight (``True``), none (``False``) or those named."""
+    output channel, or asymmetric per tensor for every weight (``True``), none (``False``) or those named;
+    7-bit weights with ``reduce_range``."""
 
     def __init__(
-        self, prepared: str, tmp: str, feed_list: list[dict[str, np.ndarray]], excluded: list[str], method: Any
+        self,
+        prepared: str,
+        tmp: str,
+        feed_list: list[dict[str, np.ndarray]],
+        excluded: list[str],
+        method: Any,
+        reduce_range: bool = False,
     ) -> None:
         self.prepared, self.tmp, self.excluded, self.method = prepared, tmp, excluded, method
+        self.reduce_range = reduce_range  # 7-bit weights (``cpu.py``)
         self._feeds = feed_list
         self.cache = os.path.join(tmp, "calibration.json")
         self._ranges: Any = None  # the calibrated TensorsData, where onnxruntime has no calibration cache
@@ -71,6 +79,7 @@ class CalibratedQuantizer:
             reader,
             quant_format=QuantFormat.QDQ,
             per_channel=per_tensor is not True,
+            reduce_range=self.reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=self.excluded,
@@ -107,7 +116,7 @@ class CalibratedQuantizer:
         quantizer = QDQQuantizer(
             load_model_with_shape_infer(Path(model_path)),
             per_channel,
-            False,  # reduce_range
+            self.reduce_range,
             QuantType.QInt8,
             QuantType.QUInt8,
             self._ranges,

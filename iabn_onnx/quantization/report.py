@@ -41,6 +41,7 @@ class QuantizeReport:
     global_pools: int = 0  # ReduceMean over the spatial axes given to the quantizer as GlobalAveragePool
     batchnorm_convs: int = 0  # BatchNormalization given to the quantizer as a depthwise 1x1 Conv
     weights: str = ""  # which weight scheme, and why
+    weight_bits: str = ""  # 7 or 8 bits, and why (``cpu.py``)
     candidates: int = 0  # whole int8 models built
     steps: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds)
     check: CheckResult | None = None
@@ -56,6 +57,8 @@ class QuantizeReport:
             out.append(f"{self.batchnorm_convs} BatchNormalization quantized as a depthwise 1x1 Conv")
         if self.weights:
             out.append(f"weights: {self.weights}")
+        if self.weight_bits:
+            out.append(f"weight range: {self.weight_bits}")
         if self.kept_float:
             f = ", ".join(f"{n} {op}" for op, n in sorted(self.kept_float.items()))
             out.append(f"in float (no int8 kernel in onnxruntime, or batch statistics): {f}")
@@ -71,6 +74,7 @@ class QuantizeReport:
             "check": self.check.to_json() if self.check is not None else None,
             "refused": self.refused,
             "weights": self.weights,
+            "weight_bits": self.weight_bits,
             "candidates": self.candidates,
             "calibration_samples": self.calibration_samples,
             "quantized": dict(self.quantized),
