@@ -476,8 +476,6 @@ def quantize_lines(data: dict) -> list[str]:
 
 
 def quantize_segmentation_lines(data: dict) -> list[str]:
-    from benchmarks.bench_quantize import ISA_FLAGS
-
     lines = [
         "Batch 1; `quantize` is `iabn_onnx.quantize` with its defaults, `by hand` onnxruntime's "
         "`quant_pre_process` + `quantize_static` (QDQ, per-channel weights) on the same folded file and samples; "
@@ -517,10 +515,55 @@ def quantize_segmentation_lines(data: dict) -> list[str]:
             fp32, int8 = row["conv_seconds_by_class"]["fp32"].get(c), row["conv_seconds_by_class"]["int8"].get(c)
             cells.append(f"{fp32 * 1e3:.0f} → {int8 * 1e3:.0f} ms ({fp32 / int8:.2f}×)" if fp32 and int8 else "—")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    flags = data["cpu_flags"]
+    lines += ["", cpu_flag_line(data["cpu_flags"])]
+    return [*lines, "", taken_on(data)]
+
+
+def cpu_flag_line(flags: dict) -> str:
+    from benchmarks.bench_quantize import ISA_FLAGS
+
     have = ", ".join(f for f in ISA_FLAGS if flags.get(f)) or "none of them"
     lacks = ", ".join(f for f in ISA_FLAGS if not flags.get(f))
-    lines += ["", f"CPU flags: {have}" + (f"; not: {lacks}" if lacks else "") + "."]
+    return f"CPU flags: {have}" + (f"; not: {lacks}" if lacks else "") + "."
+
+
+def weight_bits_lines(data: dict) -> list[str]:
+    """fp32 beside int8 with 8-bit and 7-bit weights on one CPU (bench_weight_bits.py)."""
+    seg, cls = data["fixtures"]["digits_seg"], data["fixtures"]["digits"]
+
+    def pct(v: float) -> str:
+        return f"{v:.2%}"
+
+    lines = [
+        f"Per-channel weights, the same calibration ({data['fixture_calibration_samples']} training samples for the "
+        "fixtures); figures as `quantize --check` reports them.",
+        "",
+        "| | fp32 | int8, 8-bit weights | int8, 7-bit weights |",
+        "|---|---|---|---|",
+        f"| digits segmenter ({seg['held_out']} held-out canvases): pixel accuracy, mIoU "
+        f"| {pct(seg['int8_8bit']['accuracy_fp32'])}, {pct(seg['int8_8bit']['miou_fp32'])} "
+        + "".join(f"| {pct(seg[k]['accuracy_int8'])}, {pct(seg[k]['miou_int8'])} " for k in ("int8_8bit", "int8_7bit"))
+        + "|",
+        f"| digits classifier ({cls['held_out']} held-out digits): accuracy | {pct(cls['int8_8bit']['accuracy_fp32'])} "
+        + "".join(f"| {pct(cls[k]['accuracy_int8'])} " for k in ("int8_8bit", "int8_7bit"))
+        + "|",
+    ]
+    net = data.get("network")
+    if net:
+        ms, agree = net["median_s"], net["pixel_agreement_with_fp32"]
+        lines.append(
+            f"| {net['network']} ({net['size']}×{net['size']}, batch 1, random weights): ms per run, pixel "
+            f"agreement with fp32 | {ms['fp32'] * 1e3:.1f} ms "
+            + "".join(f"| {ms[k] * 1e3:.1f} ms, {pct(agree[k])} " for k in ("int8_8bit", "int8_7bit"))
+            + "|"
+        )
+    verdict = "saturates" if data["saturates"] else "does not saturate"
+    chosen = "7" if data["saturates"] else "8"
+    lines += [
+        "",
+        f"{cpu_flag_line(data['cpu_flags'])} By its flags this CPU's int8 dot product {verdict} with 8-bit weights, "
+        f"so `--weight-bits auto` takes {chosen} bits here.",
+    ]
     return [*lines, "", taken_on(data)]
 
 
@@ -593,6 +636,7 @@ BLOCKS: dict[str, tuple[str | tuple[str, ...], Callable[[dict], list[str]]]] = {
     "quantize": ("quantize.json", quantize_lines),
     "quantize-segmentation": ("quantize_segmentation.json", quantize_segmentation_lines),
     "extras": ("install_size.json", extras_lines),
+    "weight-bits": ("weight_bits.json", weight_bits_lines),
     "paddle": ("paddle.json", paddle_lines),
     "networks": ("networks.json", networks_table),
     "networks-footprint": ("networks.json", networks_footprint),

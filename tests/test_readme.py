@@ -55,6 +55,7 @@ SHRINK = {
     "benchmarks/bench_install_size.py": "--lines base paddle --pip-option=--no-deps --no-pypi --json i.json",
     "benchmarks/bench_paddle.py": "--batches 1 --repeat 1 --side 32 --width 8 --json p.json",
     "benchmarks/bench_quantize.py": "--networks wider_resnet20 --batches 1 --repeat 1 --json q.json",
+    "benchmarks/bench_weight_bits.py": "--no-network --samples 4 --json wb.json",
     # the scratch copies of the pages, not the repository's
     "benchmarks/report.py": "--pages README.md docs/benchmarks.md docs/deployment.md",
 }
