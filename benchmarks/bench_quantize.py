@@ -41,15 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 #: network -> the weight scheme quantize's default chose, and why
 WEIGHTS: dict[str, str] = {}
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_flags() -> dict[str, bool]:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        flags = []
-    return {flag: flag in flags for flag in ISA_FLAGS}
+from benchmarks.timing import cpu_flags  # noqa: E402
 
 
 def export(name: str, workdir: Path) -> dict[str, Path]:

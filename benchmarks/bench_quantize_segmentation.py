@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
-    from benchmarks.bench_quantize import cpu_flags
-    from benchmarks.timing import write_results
+    from benchmarks.timing import cpu_flags, write_results
 
     torch.set_num_threads(os.cpu_count() or 1)
     results: dict = {"cpu_flags": cpu_flags(), "repeat": args.repeat, "networks": {}}

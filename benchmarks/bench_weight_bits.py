@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-network", action="store_true", help="only the trained fixtures (no torch needed)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "weight_bits.json"))
     args = ap.parse_args(argv)
-    from benchmarks.bench_quantize import cpu_flags
-    from benchmarks.timing import write_results
+    from benchmarks.timing import cpu_flags, write_results
     from iabn_onnx.quantization.cpu import int8_dot_saturates
 
     results: dict = {"cpu_flags": cpu_flags(), "saturates": int8_dot_saturates()}

@@ -24,6 +24,8 @@ README = ROOT / "README.md"
 PAGES = (README, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "deployment.md")
 sys.path.insert(0, str(ROOT))  # benchmarks.*, iabn_onnx from the checkout
 
+from benchmarks.timing import ISA_FLAGS  # noqa: E402
+
 
 def _net_variants() -> list[str]:
     from benchmarks.bench_networks import VARIANTS
@@ -251,7 +253,8 @@ def taken_on(data: dict) -> str:
     v = env["versions"]
     names = ("onnx", "onnxruntime", "onnxruntime-extensions", "ml_dtypes", "numpy", "torch")
     listed = ", ".join(f"{n} {v[n]}" for n in names if v.get(n))
-    return f"_Taken on: {env['cores']} cores, {env['cpu']}; Python {env['python']}, {listed}._"
+    cpu = env["cpu"] + (f" ({', '.join(env['isa']) or 'none of ' + ', '.join(ISA_FLAGS)})" if "isa" in env else "")
+    return f"_Taken on: {env['cores']} cores, {cpu}; Python {env['python']}, {listed}._"
 
 
 def startup_lines(data: dict) -> list[str]:
@@ -436,8 +439,6 @@ def extras_lines(data: dict) -> list[str]:
 
 
 def quantize_lines(data: dict) -> list[str]:
-    from benchmarks.bench_quantize import ISA_FLAGS
-
     variants = ["torch_export_opt", "folded", "int8", "int8_per_channel", "openvino_f32", "openvino_default",
                 "openvino_int8_per_channel"]  # fmt: skip
     first = next(iter(data["networks"].values()))[0]
@@ -462,10 +463,7 @@ def quantize_lines(data: dict) -> list[str]:
     if data.get("weights"):
         lines += ["", "The weights `quantize` chose by default (`int8`):", ""]
         lines += [f"* {name}: {why}" for name, why in data["weights"].items()]
-    flags = data["cpu_flags"]
-    have = ", ".join(f for f in ISA_FLAGS if flags.get(f)) or "none of them"
-    lacks = ", ".join(f for f in ISA_FLAGS if not flags.get(f))
-    lines += ["", f"CPU flags: {have}" + (f"; not: {lacks}" if lacks else "") + "."]
+    lines += ["", cpu_flag_line(data["cpu_flags"])]
     if "openvino" in data.get("environment", {}):
         lines.append(
             f"OpenVINO {data['environment']['openvino']}: `openvino_default` is its default precision, bf16 on a CPU "
@@ -520,8 +518,6 @@ def quantize_segmentation_lines(data: dict) -> list[str]:
 
 
 def cpu_flag_line(flags: dict) -> str:
-    from benchmarks.bench_quantize import ISA_FLAGS
-
     have = ", ".join(f for f in ISA_FLAGS if flags.get(f)) or "none of them"
     lacks = ", ".join(f for f in ISA_FLAGS if not flags.get(f))
     return f"CPU flags: {have}" + (f"; not: {lacks}" if lacks else "") + "."

@@ -71,6 +71,20 @@ def compile_package() -> None:
         compileall.compile_dir(root / folder, quiet=1)
 
 
+#: the x86 instructions int8 and bf16 speed (and int8 accuracy: ``quantization/cpu.py``) depend on
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of ISA_FLAGS this CPU has, as Linux reports them (all False where they cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        flags = []
+    return {flag: flag in flags for flag in ISA_FLAGS}
+
+
 def environment() -> dict:
     """Where a figure was taken: the machine and the versions it ran, read without importing them."""
     import os
@@ -89,7 +103,8 @@ def environment() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "versions": versions}
+    isa = [flag for flag, present in cpu_flags().items() if present]  # "AMD EPYC" alone names Zen 3 and Zen 4
+    return {"cores": os.cpu_count(), "cpu": cpu, "isa": isa, "python": platform.python_version(), "versions": versions}
 
 
 def write_results(results: dict, path: str, **versions: str) -> None:
