@@ -3,9 +3,10 @@
 onnxruntime's x86-64 kernels for uint8 activations × int8 weights (what ``quantize`` writes) multiply with
 VPMADDUBSW where the CPU has no VNNI: it adds two uint8×int8 products into an int16, which saturates once
 both are large (255 · 127 · 2 > 32767). The error is silent and grows with the layer. With 7-bit weights
-(onnxruntime's ``reduce_range``) the pair fits (255 · 63 · 2 < 32767). VNNI (VPDPBUSD) and AMX add into
-int32 and never saturate; neither do ARM's kernels. OpenVINO's documentation of the same "saturation
-issue" gives the same remedy.
+(onnxruntime's ``reduce_range``: at most 64) the pair fits (255 · 64 · 2 < 32767). VNNI (VPDPBUSD) and AMX
+add into int32 and never saturate; ARM's kernels widen before adding (onnxruntime's design, not measured
+here). OpenVINO's documentation of the same "saturation issue" gives the same remedy. Measured on an
+AVX2-only CPU: ``tests/test_quantize_saturation.py``, ``benchmarks/bench_weight_bits.py``.
 
 The rule applies to the machine that quantizes; a file meant for other CPUs too takes ``reduce_range=True``.
 """
