@@ -71,7 +71,7 @@ json.dump(out, sys.stdout)
 
 
 def tree_bytes(path: Path) -> int:
-    """Bytes of every file under ``path`` (symlinks not followed), as `du --apparent-size` counts them."""
+    """Bytes of every file under ``path``, symlinks as links (`du -b --apparent-size` minus its folders' own)."""
     total = 0
     for folder, _, files in os.walk(path):
         for name in files:
