@@ -373,14 +373,11 @@ def _took(dists: dict[str, str], mb: dict[str, float], base: dict[str, str]) -> 
     parts = []
     if "torch" in added:
         nvidia = sum(n.startswith("nvidia-") for n in cuda)
-        build = (
-            (
-                f"the CUDA build: {nvidia} `nvidia-*` distributions"
-                + (f", triton {added['triton']}" if "triton" in added else "")
-            )
-            if nvidia
-            else ("the CPU build" if added["torch"].endswith("+cpu") else "no CUDA")
-        )
+        if nvidia:
+            build = f"the CUDA build: {nvidia} `nvidia-*` distributions"
+            build += f", triton {added['triton']}" if "triton" in added else ""
+        else:
+            build = "the CPU build" if added["torch"].endswith("+cpu") else "no CUDA"
         parts.append(f"torch {added['torch']} ({build})")
     rest = sorted((n for n in added if n != "torch" and n not in cuda), key=lambda n: -mb.get(n, 0.0))
     parts += [f"{n} {added[n]}" for n in rest[: 3 - len(parts)]]

@@ -77,11 +77,9 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_b
 
 def cpu_flags() -> dict[str, bool]:
     """Which of ISA_FLAGS this CPU has, as Linux reports them (all False where they cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next(line for line in fh if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        flags = []
+    from iabn_onnx.quantization.cpu import cpu_flags as read_flags  # the reader quantize's rule uses
+
+    flags = read_flags() or set()
     return {flag: flag in flags for flag in ISA_FLAGS}
 
 

@@ -564,12 +564,11 @@ def _quiet_torch() -> None:
 
 def cmd_export_torch(args: argparse.Namespace) -> int:
     _check_output_path(args.output, args.force)
-    try:
-        import torch
-    except ImportError:
-        from .extras import MissingExtraError
+    from .extras import require
 
-        raise MissingExtraError("export-torch", "torch", "torch") from None
+    require("export-torch", "torch", ("torch",))
+    import torch
+
     _quiet_torch()
     from .exporters.torch_checkpoint import TorchCheckpointError, load_checkpoint
     from .exporters.torch_export import TorchExportError, export_torch_with_report
